@@ -1,0 +1,392 @@
+//! DIDs, DID documents, and the signing keys in them (atproto.md §5).
+//!
+//! atproto uses two methods: `did:plc` (resolved through a PLC directory)
+//! and host-only `did:web` (a port is percent-encoded as `%3A`). A signing
+//! key is the verification method whose id ends in `#<key id>` exactly — a
+//! substring match would take `#atproto_label` for `#atproto` — encoded as
+//! a Multikey (multicodec-prefixed compressed point in base58btc) or, in
+//! older documents, an uncompressed point under the legacy key types.
+
+use std::fmt;
+
+use p256::ecdsa::signature::Verifier;
+use serde::Deserialize;
+
+/// `did:plc:` identifiers are 24 characters of lowercase base32.
+const PLC_ID_LEN: usize = 24;
+/// Longest DNS name.
+const MAX_HOST_LEN: usize = 253;
+/// Multicodec prefixes (unsigned varints) of compressed public keys.
+const SECP256K1_PUB: [u8; 2] = [0xe7, 0x01];
+const P256_PUB: [u8; 2] = [0x80, 0x24];
+/// A compressed SEC1 point.
+const COMPRESSED_POINT_LEN: usize = 33;
+/// An atproto signature: compact `r || s`.
+const SIGNATURE_LEN: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DidError {
+    #[error("{0:?} is not a did:plc or did:web DID")]
+    Unsupported(String),
+    #[error("{0:?} is not a valid {1} DID")]
+    Malformed(String, &'static str),
+}
+
+/// A DID herald can resolve.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Did {
+    Plc(String),
+    /// `host` is decoded: `localhost:8080` for `did:web:localhost%3A8080`.
+    Web {
+        did: String,
+        host: String,
+    },
+}
+
+impl Did {
+    pub fn parse(text: &str) -> Result<Self, DidError> {
+        if let Some(id) = text.strip_prefix("did:plc:") {
+            let ok = id.len() == PLC_ID_LEN
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b));
+            return if ok {
+                Ok(Did::Plc(text.to_owned()))
+            } else {
+                Err(DidError::Malformed(text.into(), "did:plc"))
+            };
+        }
+        if let Some(encoded) = text.strip_prefix("did:web:") {
+            return web_host(encoded)
+                .map(|host| Did::Web {
+                    did: text.to_owned(),
+                    host,
+                })
+                .ok_or_else(|| {
+                    DidError::Malformed(text.into(), "did:web (host only, port as %3A)")
+                });
+        }
+        Err(DidError::Unsupported(text.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Did::Plc(did) | Did::Web { did, .. } => did,
+        }
+    }
+}
+
+impl fmt::Display for Did {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The host (and port) of a did:web, or `None` if it has a path or bad characters.
+fn web_host(encoded: &str) -> Option<String> {
+    let (name, port) = match encoded
+        .split_once("%3A")
+        .or_else(|| encoded.split_once("%3a"))
+    {
+        Some((name, port)) => (name, Some(port)),
+        None => (encoded, None),
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= MAX_HOST_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 5
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u16>().is_ok()
+    });
+    (name_ok && port_ok).then(|| match port {
+        Some(p) => format!("{name}:{p}"),
+        None => name.to_owned(),
+    })
+}
+
+/// The parts of a DID document herald reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DidDocument {
+    pub id: String,
+    #[serde(default, rename = "verificationMethod")]
+    pub verification_method: Vec<VerificationMethod>,
+    #[serde(default)]
+    pub service: Vec<Service>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct VerificationMethod {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, rename = "publicKeyMultibase")]
+    pub public_key_multibase: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Service {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(rename = "serviceEndpoint")]
+    pub endpoint: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("the DID document has no #{0} verification method")]
+    Missing(String),
+    #[error("the #{0} key cannot be read: {1}")]
+    Unreadable(String, String),
+}
+
+impl DidDocument {
+    /// The key of the verification method `#key_id` of `did`.
+    pub fn signing_key(&self, did: &str, key_id: &str) -> Result<PublicKey, KeyError> {
+        let relative = format!("#{key_id}");
+        let absolute = format!("{did}{relative}");
+        let method = self
+            .verification_method
+            .iter()
+            .find(|m| m.id == relative || m.id == absolute)
+            .ok_or_else(|| KeyError::Missing(key_id.into()))?;
+        let unreadable = |why: &str| KeyError::Unreadable(key_id.into(), why.into());
+        let encoded = method
+            .public_key_multibase
+            .as_deref()
+            .ok_or_else(|| unreadable("no publicKeyMultibase"))?;
+        let bytes = encoded
+            .strip_prefix('z')
+            .and_then(|b58| bs58::decode(b58).into_vec().ok())
+            .ok_or_else(|| unreadable("not base58btc multibase"))?;
+        PublicKey::from_method(&method.kind, &bytes).map_err(|why| unreadable(&why))
+    }
+}
+
+/// A verification key on one of atproto's two curves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublicKey {
+    /// secp256k1, JWT `alg` ES256K.
+    K256(k256::ecdsa::VerifyingKey),
+    /// NIST P-256, JWT `alg` ES256.
+    P256(p256::ecdsa::VerifyingKey),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("signature is {0} bytes, not a 64-byte compact r||s")]
+    Length(usize),
+    #[error("signature has a high S value; atproto requires low-S")]
+    HighS,
+    #[error("signature does not verify")]
+    Invalid,
+}
+
+impl PublicKey {
+    fn from_method(kind: &str, bytes: &[u8]) -> Result<Self, String> {
+        match kind {
+            "Multikey" => match bytes.split_at_checked(2) {
+                Some((prefix, point))
+                    if point.len() == COMPRESSED_POINT_LEN && prefix == SECP256K1_PUB =>
+                {
+                    Self::k256(point)
+                }
+                Some((prefix, point))
+                    if point.len() == COMPRESSED_POINT_LEN && prefix == P256_PUB =>
+                {
+                    Self::p256(point)
+                }
+                _ => Err("Multikey is not a compressed secp256k1 or P-256 key".into()),
+            },
+            "EcdsaSecp256k1VerificationKey2019" => Self::k256(bytes),
+            "EcdsaSecp256r1VerificationKey2019" => Self::p256(bytes),
+            other => Err(format!("unsupported verification method type {other:?}")),
+        }
+    }
+
+    fn k256(sec1: &[u8]) -> Result<Self, String> {
+        k256::ecdsa::VerifyingKey::from_sec1_bytes(sec1)
+            .map(PublicKey::K256)
+            .map_err(|_| "not a point on secp256k1".into())
+    }
+
+    fn p256(sec1: &[u8]) -> Result<Self, String> {
+        p256::ecdsa::VerifyingKey::from_sec1_bytes(sec1)
+            .map(PublicKey::P256)
+            .map_err(|_| "not a point on P-256".into())
+    }
+
+    /// The JWT `alg` this key verifies.
+    pub fn jwt_alg(&self) -> &'static str {
+        match self {
+            PublicKey::K256(_) => "ES256K",
+            PublicKey::P256(_) => "ES256",
+        }
+    }
+
+    /// Verifies a compact signature over `message` (hashed with SHA-256).
+    /// High-S signatures are refused unless `allow_high_s`: the atproto
+    /// cryptography spec requires low-S; k256 refuses high-S on its own,
+    /// p256 does not, so both are checked here alike.
+    pub fn verify(
+        &self,
+        message: &[u8],
+        signature: &[u8],
+        allow_high_s: bool,
+    ) -> Result<(), SignatureError> {
+        if signature.len() != SIGNATURE_LEN {
+            return Err(SignatureError::Length(signature.len()));
+        }
+        match self {
+            PublicKey::K256(key) => {
+                let sig = k256::ecdsa::Signature::from_slice(signature)
+                    .map_err(|_| SignatureError::Invalid)?;
+                let low = low_s(sig.normalize_s(), sig, allow_high_s)?;
+                key.verify(message, &low)
+                    .map_err(|_| SignatureError::Invalid)
+            }
+            PublicKey::P256(key) => {
+                let sig = p256::ecdsa::Signature::from_slice(signature)
+                    .map_err(|_| SignatureError::Invalid)?;
+                let low = low_s(sig.normalize_s(), sig, allow_high_s)?;
+                key.verify(message, &low)
+                    .map_err(|_| SignatureError::Invalid)
+            }
+        }
+    }
+}
+
+/// Given a signature and its low-S normal form, the one to verify.
+fn low_s<S: PartialEq>(
+    normalized: S,
+    original: S,
+    allow_high_s: bool,
+) -> Result<S, SignatureError> {
+    if normalized != original && !allow_high_s {
+        return Err(SignatureError::HighS);
+    }
+    Ok(normalized)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plc_and_host_only_web_dids() {
+        assert_eq!(
+            Did::parse("did:plc:ewvi7nxzyoun6zhxrhs64oiz")
+                .unwrap()
+                .as_str(),
+            "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
+        );
+        assert_eq!(
+            Did::parse("did:web:localhost%3A8080").unwrap(),
+            Did::Web {
+                did: "did:web:localhost%3A8080".into(),
+                host: "localhost:8080".into()
+            }
+        );
+        assert!(
+            matches!(Did::parse("did:web:push.example.com"), Ok(Did::Web { host, .. }) if host == "push.example.com")
+        );
+        for bad in [
+            "did:plc:short",
+            "did:plc:EWVI7NXZYOUN6ZHXRHS64OIZ",
+            "did:plc:ewvi7nxzyoun6zhxrhs64oi1",
+            "did:web:example.com:path",
+            "did:web:",
+            "did:web:exa mple.com",
+            "did:web:h%3A",
+            "did:web:h%3A99999",
+            "did:key:z6Mk",
+            "plc:abc",
+            "",
+        ] {
+            assert!(Did::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn document(methods: serde_json::Value) -> DidDocument {
+        serde_json::from_value(serde_json::json!({"id": "did:plc:ewvi7nxzyoun6zhxrhs64oiz", "verificationMethod": methods})).unwrap()
+    }
+
+    fn multikey(prefix: [u8; 2], point: &[u8]) -> String {
+        format!(
+            "z{}",
+            bs58::encode([&prefix[..], point].concat()).into_string()
+        )
+    }
+
+    #[test]
+    fn reads_multikeys_on_both_curves_and_matches_the_fragment_exactly() {
+        let k = k256::ecdsa::SigningKey::from_slice(&[1u8; 32]).unwrap();
+        let p = p256::ecdsa::SigningKey::from_slice(&[2u8; 32]).unwrap();
+        let k_point = k.verifying_key().to_sec1_point(true);
+        let p_point = p.verifying_key().to_sec1_point(true);
+        let k_multikey = multikey(SECP256K1_PUB, k_point.as_ref());
+        assert!(k_multikey.starts_with("zQ3s"), "{k_multikey}");
+        let p_multikey = multikey(P256_PUB, p_point.as_ref());
+        assert!(p_multikey.starts_with("zDna"), "{p_multikey}");
+        let doc = document(serde_json::json!([
+            {"id": "#atproto_label", "type": "Multikey", "publicKeyMultibase": p_multikey},
+            {"id": "did:plc:ewvi7nxzyoun6zhxrhs64oiz#atproto", "type": "Multikey", "publicKeyMultibase": k_multikey},
+        ]));
+        let did = "did:plc:ewvi7nxzyoun6zhxrhs64oiz";
+        assert_eq!(
+            doc.signing_key(did, "atproto").unwrap(),
+            PublicKey::K256(*k.verifying_key())
+        );
+        assert_eq!(
+            doc.signing_key(did, "atproto_label").unwrap(),
+            PublicKey::P256(*p.verifying_key())
+        );
+        assert_eq!(
+            doc.signing_key(did, "other"),
+            Err(KeyError::Missing("other".into()))
+        );
+    }
+
+    #[test]
+    fn reads_legacy_uncompressed_keys() {
+        let k = k256::ecdsa::SigningKey::from_slice(&[3u8; 32]).unwrap();
+        let uncompressed = k.verifying_key().to_sec1_point(false);
+        let doc = document(
+            serde_json::json!([{"id": "#atproto", "type": "EcdsaSecp256k1VerificationKey2019",
+            "publicKeyMultibase": format!("z{}", bs58::encode(uncompressed.as_ref()).into_string())}]),
+        );
+        assert!(matches!(
+            doc.signing_key("x", "atproto"),
+            Ok(PublicKey::K256(_))
+        ));
+    }
+
+    #[test]
+    fn refuses_unreadable_keys() {
+        // x = 2^256 - 1 is above both fields' primes: on no curve.
+        let off_curve = [&[0x02][..], &[0xff; 32][..]].concat();
+        for (kind, value) in [
+            ("Multikey", "not-multibase".to_owned()),
+            ("Multikey", "z111".to_owned()),
+            ("Multikey", multikey(SECP256K1_PUB, &off_curve)),
+            ("Multikey", multikey(P256_PUB, &off_curve)),
+            ("Multikey", multikey([0xed, 0x01], &[7; 32])),
+            ("JsonWebKey2020", multikey(SECP256K1_PUB, &[2; 33])),
+        ] {
+            let doc = document(
+                serde_json::json!([{"id": "#atproto", "type": kind, "publicKeyMultibase": value}]),
+            );
+            assert!(
+                matches!(
+                    doc.signing_key("x", "atproto"),
+                    Err(KeyError::Unreadable(..))
+                ),
+                "{kind} {value}"
+            );
+        }
+    }
+}

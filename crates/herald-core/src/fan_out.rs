@@ -1,0 +1,173 @@
+//! From one notification to one queued delivery per device of the recipient.
+//!
+//! `FanOut` is the single entrance to the queue for every producer (the admin
+//! API now, the network sources later): it looks up the recipient's devices,
+//! keeps only those a running provider can reach, enqueues, and wakes the
+//! dispatcher so a push does not wait for the next poll.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::dispatcher::Wake;
+use crate::model::{Device, NewDelivery, Notification, Transport};
+use crate::store::{EnqueueReport, Queue, Store, StoreError};
+use crate::time::{UnixMillis, millis};
+
+/// Builds the deliveries of one notification for the given devices. Pure, so
+/// rules and sources can be tested without a store.
+pub fn deliveries_for(
+    notification: &Notification,
+    devices: Vec<Device>,
+    dedupe_window: Duration,
+    now: UnixMillis,
+) -> Vec<NewDelivery> {
+    devices
+        .into_iter()
+        .filter(|d| {
+            notification
+                .app_id
+                .as_ref()
+                .is_none_or(|app| *app == d.registration.app_id)
+        })
+        .map(|device| NewDelivery {
+            device,
+            message: notification.message.clone(),
+            dedupe_key: notification.dedupe_key.clone(),
+            dedupe_window_ms: millis(dedupe_window),
+            created_at: now,
+        })
+        .collect()
+}
+
+/// The producers' handle on the delivery pipeline.
+#[derive(Clone)]
+pub struct FanOut {
+    store: Arc<dyn Store>,
+    queue: Arc<dyn Queue>,
+    /// Transports a provider is running for; devices on others are not queued.
+    transports: Arc<HashSet<Transport>>,
+    dedupe_window: Duration,
+    wake: Wake,
+}
+
+impl FanOut {
+    pub fn new(
+        store: Arc<dyn Store>,
+        queue: Arc<dyn Queue>,
+        transports: HashSet<Transport>,
+        dedupe_window: Duration,
+        wake: Wake,
+    ) -> Self {
+        Self {
+            store,
+            queue,
+            transports: Arc::new(transports),
+            dedupe_window,
+            wake,
+        }
+    }
+
+    /// Queues `notification` for every reachable device of its account.
+    pub async fn submit(
+        &self,
+        notification: &Notification,
+        now: UnixMillis,
+    ) -> Result<EnqueueReport, StoreError> {
+        let deliveries = self.deliveries(notification, now).await?;
+        if deliveries.is_empty() {
+            return Ok(EnqueueReport::default());
+        }
+        let report = self.queue.enqueue(&deliveries).await?;
+        self.wake
+            .notify(deliveries.iter().map(|d| d.device.registration.transport));
+        Ok(report)
+    }
+
+    /// Queues a source's notifications and advances its cursor atomically.
+    pub async fn submit_with_cursor(
+        &self,
+        source: &str,
+        cursor: &str,
+        notifications: &[Notification],
+        now: UnixMillis,
+    ) -> Result<EnqueueReport, StoreError> {
+        let mut deliveries = Vec::new();
+        for notification in notifications {
+            deliveries.extend(self.deliveries(notification, now).await?);
+        }
+        let report = self
+            .queue
+            .enqueue_and_advance(source, cursor, &deliveries)
+            .await?;
+        self.wake
+            .notify(deliveries.iter().map(|d| d.device.registration.transport));
+        Ok(report)
+    }
+
+    async fn deliveries(
+        &self,
+        notification: &Notification,
+        now: UnixMillis,
+    ) -> Result<Vec<NewDelivery>, StoreError> {
+        let devices = self
+            .store
+            .devices_for_account(&notification.account)
+            .await?
+            .into_iter()
+            .filter(|d| self.transports.contains(&d.registration.transport))
+            .collect();
+        Ok(deliveries_for(
+            notification,
+            devices,
+            self.dedupe_window,
+            now,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Account, AppId, Message, NewDevice, Platform};
+
+    fn device(id: i64, app: &str) -> Device {
+        Device {
+            id,
+            registration: NewDevice {
+                account: Account::parse("test:alice").unwrap(),
+                app_id: AppId::parse(app).unwrap(),
+                platform: Platform::Android,
+                transport: Transport::UnifiedPush,
+                token: format!("https://push.example/{id}"),
+                options: Default::default(),
+            },
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn one_delivery_per_device_of_the_named_app() {
+        let mut n = Notification {
+            account: Account::parse("test:alice").unwrap(),
+            app_id: None,
+            message: Message {
+                body: Some("hi".into()),
+                ..Message::default()
+            },
+            dedupe_key: Some("evt-1".into()),
+        };
+        let devices = vec![device(1, "a"), device(2, "b"), device(3, "a")];
+        let all = deliveries_for(&n, devices.clone(), Duration::from_secs(60), 5);
+        assert_eq!(all.len(), 3);
+        assert!(all.iter().all(|d| d.dedupe_window_ms == 60_000
+            && d.created_at == 5
+            && d.dedupe_key.as_deref() == Some("evt-1")));
+
+        n.app_id = Some(AppId::parse("a").unwrap());
+        let only_a = deliveries_for(&n, devices, Duration::from_secs(60), 5);
+        let ids: Vec<i64> = only_a.iter().map(|d| d.device.id).collect();
+        assert_eq!(ids, [1, 3]);
+    }
+}

@@ -1,0 +1,14 @@
+//! Local stand-ins for the push services herald delivers through.
+//!
+//! Each stand-in checks requests the way the real service does (signatures,
+//! headers, sizes) and answers with the service's own status codes and error
+//! bodies, so a test against it fails where the real service would refuse.
+//! They are written from the services' documentation, independently of
+//! herald-push, and serve both the tests and `herald bench`.
+
+pub mod apns;
+pub mod expo;
+pub mod fcm;
+pub mod plc;
+pub mod tls;
+pub mod webpush;

@@ -1,0 +1,179 @@
+//! What differs between the SQL backends.
+
+use std::time::Duration;
+
+use herald_core::StoreError;
+
+/// The database behind a `SqlStore`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Connections in the SQLite pool. SQLite has one writer at a time; a few
+/// connections let reads (device look-ups) proceed beside a write in WAL mode.
+const SQLITE_POOL_SIZE: u32 = 4;
+/// Connections in the PostgreSQL pool per process.
+const POSTGRES_POOL_SIZE: u32 = 16;
+/// How long a request waits for a pooled connection before the store reports unavailable.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    /// Recognises the backend from the URL scheme and returns the URL the
+    /// driver should be given.
+    pub fn from_url(url: &str) -> Result<(Backend, String), StoreError> {
+        if let Some(rest) = url.strip_prefix("sqlite:") {
+            if rest.contains(":memory:") || rest.contains("mode=memory") {
+                return Err(StoreError::Backend(
+                    "an in-memory SQLite database would lose the queue on restart; give a file, such as sqlite://herald.db".into(),
+                ));
+            }
+            // sqlx opens an existing file only unless told to create it.
+            let url = if rest.contains("mode=") {
+                url.to_owned()
+            } else if rest.contains('?') {
+                format!("{url}&mode=rwc")
+            } else {
+                format!("{url}?mode=rwc")
+            };
+            Ok((Backend::Sqlite, url))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok((Backend::Postgres, url.to_owned()))
+        } else {
+            Err(StoreError::Backend(format!(
+                "unsupported database URL {:?}: use sqlite://FILE or postgres://…",
+                redact_url(url)
+            )))
+        }
+    }
+
+    pub fn pool_size(self) -> u32 {
+        match self {
+            Backend::Sqlite => SQLITE_POOL_SIZE,
+            Backend::Postgres => POSTGRES_POOL_SIZE,
+        }
+    }
+
+    /// Statements run on every new connection.
+    pub fn connection_setup(self) -> Option<&'static str> {
+        match self {
+            // WAL lets readers run beside the writer. synchronous=NORMAL keeps
+            // every commit across a process crash (the WAL is written before
+            // COMMIT returns); only a power loss can take the last commits.
+            // busy_timeout: a write waits up to 5 s for the lock before failing.
+            Backend::Sqlite => Some(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+            ),
+            Backend::Postgres => None,
+        }
+    }
+
+    /// The schema migrations, in order.
+    pub fn migrations(self) -> &'static [(i64, &'static str)] {
+        match self {
+            Backend::Sqlite => &[(1, include_str!("../migrations/sqlite/0001_init.sql"))],
+            Backend::Postgres => &[(1, include_str!("../migrations/postgres/0001_init.sql"))],
+        }
+    }
+
+    /// Serialises concurrent migrations from several nodes (PostgreSQL only;
+    /// SQLite's write lock already does).
+    pub fn migration_lock(self) -> Option<&'static str> {
+        match self {
+            Backend::Sqlite => None,
+            // An arbitrary constant naming "herald schema migration".
+            Backend::Postgres => Some("SELECT pg_advisory_xact_lock(7252410491)"),
+        }
+    }
+
+    /// Leases due deliveries: `$1` lease end, `$2` transport, `$3` now, `$4` limit.
+    pub fn claim_sql(self) -> &'static str {
+        match self {
+            // One writer at a time: the UPDATE is atomic without row locks.
+            Backend::Sqlite => {
+                "UPDATE deliveries SET due_at = $1, leased = 1, attempts = attempts + 1 \
+                 WHERE id IN (SELECT id FROM deliveries WHERE transport = $2 AND due_at <= $3 \
+                              ORDER BY due_at LIMIT $4) \
+                 RETURNING id, device_id, account, app_id, platform, transport, token, options, \
+                           message, created_at, attempts"
+            }
+            // SKIP LOCKED lets dispatchers on several nodes claim side by side
+            // without waiting on, or double-claiming, each other's rows.
+            Backend::Postgres => {
+                "UPDATE deliveries SET due_at = $1, leased = 1, attempts = attempts + 1 \
+                 WHERE id IN (SELECT id FROM deliveries WHERE transport = $2 AND due_at <= $3 \
+                              ORDER BY due_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                 RETURNING id, device_id, account, app_id, platform, transport, token, options, \
+                           message, created_at, attempts"
+            }
+        }
+    }
+
+    /// Releases every lease at start-up. Only SQLite: its file belongs to one
+    /// process, so any lease in it was left by a run that died. PostgreSQL
+    /// leases may belong to live nodes and are left to expire.
+    pub fn release_leases_sql(self) -> Option<&'static str> {
+        match self {
+            Backend::Sqlite => {
+                Some("UPDATE deliveries SET due_at = $1, leased = 0 WHERE leased = 1")
+            }
+            Backend::Postgres => None,
+        }
+    }
+}
+
+/// The URL without its password, for error messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}://{user}:***@{}", &url[..scheme_end], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_are_opened_for_creation() {
+        assert_eq!(
+            Backend::from_url("sqlite://herald.db").unwrap(),
+            (Backend::Sqlite, "sqlite://herald.db?mode=rwc".into())
+        );
+        assert_eq!(
+            Backend::from_url("sqlite://a.db?mode=ro").unwrap().1,
+            "sqlite://a.db?mode=ro"
+        );
+    }
+
+    #[test]
+    fn refuses_memory_and_unknown_databases() {
+        assert!(Backend::from_url("sqlite::memory:").is_err());
+        let err = Backend::from_url("mysql://u:secret@h/db")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://me:pw@127.0.0.1/test"),
+            "postgres://me:***@127.0.0.1/test"
+        );
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+}

@@ -1,0 +1,616 @@
+//! Configuration: one TOML file plus `HERALD_*` environment variables.
+//!
+//! Precedence, lowest first: built-in defaults, the file (`--config` or
+//! `HERALD_CONFIG`), then the environment. An environment variable names a
+//! key path with `__` between levels (`HERALD_DELIVERY__MAX_ATTEMPTS`), and
+//! its value takes the type of the default it overrides, so a numeric admin
+//! token stays a string. Unknown keys and unknown `HERALD_*` variables are
+//! errors: a misspelt setting silently ignored is a production incident.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use herald_core::dispatcher::DispatcherConfig;
+use herald_core::model::{AppId, Transport};
+use herald_core::retry::RetryPolicy;
+use herald_push::apns::ApnsConfig;
+use herald_push::expo::ExpoConfig;
+use herald_push::fcm::FcmConfig;
+use herald_push::gorush::GorushConfig;
+pub use herald_push::unifiedpush::UnifiedPushConfig;
+use herald_push::webpush::WebPushConfig;
+use serde::{Deserialize, Serialize};
+
+/// Shortest admin token accepted: 128 bits as hex or base64 is longer.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
+/// Environment variables that carry no setting of their own.
+const NON_SETTING_VARS: &[&str] = &["HERALD_CONFIG", "HERALD_LOG"];
+/// Prefixes of environment variables used by herald's test suites.
+const NON_SETTING_PREFIXES: &[&str] = &["HERALD_TEST_"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+fn invalid(origin: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        origin: origin.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// `sqlite://FILE` (default) or `postgres://…`.
+    pub database_url: String,
+    /// Bearer token of the admin API; prefer `admin_token_file` or the environment.
+    pub admin_token: Option<String>,
+    pub admin_token_file: Option<PathBuf>,
+    /// Lets device endpoints point at loopback and private networks, over plain http too.
+    pub allow_private_endpoints: bool,
+    /// PEM file of extra CAs every provider trusts beside the system's.
+    pub extra_ca_file: Option<PathBuf>,
+    pub http: HttpConfig,
+    pub delivery: DeliveryConfig,
+    pub gorush_api: GorushApiConfig,
+    pub atproto: AtprotoConfig,
+    pub apps: BTreeMap<String, AppConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: "sqlite://herald.db".into(),
+            admin_token: None,
+            admin_token_file: None,
+            allow_private_endpoints: false,
+            extra_ca_file: None,
+            http: HttpConfig::default(),
+            delivery: DeliveryConfig::default(),
+            gorush_api: GorushApiConfig::default(),
+            atproto: AtprotoConfig::default(),
+            apps: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Largest request body accepted; a notification with full data is under 10 KiB.
+    pub max_body_bytes: usize,
+    /// Time a request may take before it is answered 408.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024,
+            request_timeout_secs: 30,
+        }
+    }
+}
+
+/// `[atproto]`: registration from AT Protocol apps; off unless `service_did` is set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AtprotoConfig {
+    /// herald's DID (`HERALD_ATPROTO_SERVICE_DID`): a did:web or a did:plc.
+    pub service_did: Option<String>,
+    /// The public origin apps' PDSes reach herald at; `https://` + the did:web host by default.
+    pub public_url: Option<String>,
+    /// PLC directory (`HERALD_ATPROTO_PLC_URL`).
+    pub plc_url: String,
+    /// Push tokens one account may register.
+    pub max_devices_per_account: usize,
+    /// Longest service-token lifetime accepted.
+    pub max_token_lifetime_secs: u64,
+    /// Accept high-S signatures, as the reference TypeScript verifier does.
+    pub allow_high_s: bool,
+    /// How long a resolved DID document is trusted.
+    pub did_cache_secs: u64,
+}
+
+impl Default for AtprotoConfig {
+    fn default() -> Self {
+        Self {
+            service_did: None,
+            public_url: None,
+            plc_url: herald_atproto::resolver::DEFAULT_PLC_URL.into(),
+            // The Go gateway's limit: enough for a person's phones, tablets and browsers.
+            max_devices_per_account: 20,
+            max_token_lifetime_secs: herald_atproto::service_auth::DEFAULT_MAX_LIFETIME.as_secs(),
+            allow_high_s: false,
+            did_cache_secs: 60 * 60,
+        }
+    }
+}
+
+impl AtprotoConfig {
+    /// The origin in herald's DID document: configured, or from the did:web host.
+    pub fn public_url(&self) -> Option<String> {
+        if let Some(url) = &self.public_url {
+            return Some(url.trim_end_matches('/').to_owned());
+        }
+        let did = herald_atproto::did::Did::parse(self.service_did.as_deref()?).ok()?;
+        match did {
+            herald_atproto::did::Did::Web { host, .. } => Some(format!("https://{host}")),
+            herald_atproto::did::Did::Plc(_) => None,
+        }
+    }
+}
+
+/// `[gorush_api]`: the gorush-compatible `POST /api/push`, off unless `app_id` is set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GorushApiConfig {
+    /// The app whose credentials gorush-style requests use (`?app_id=` overrides).
+    pub app_id: Option<String>,
+    /// Bearer token callers must send; without one the API is open, as gorush's is.
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+}
+
+impl GorushApiConfig {
+    pub fn bearer(&self) -> Result<Option<String>, ConfigError> {
+        secret(
+            "gorush_api.token",
+            self.token.as_ref(),
+            self.token_file.as_ref(),
+        )
+    }
+}
+
+/// A secret given inline or in a file (trimmed), never both.
+fn secret(
+    name: &str,
+    inline: Option<&String>,
+    file: Option<&PathBuf>,
+) -> Result<Option<String>, ConfigError> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(invalid(
+            name,
+            "give the value or the _file setting, not both",
+        )),
+        (Some(t), None) => Ok(Some(t.clone())),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map(|t| Some(t.trim().to_owned()))
+            .map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            }),
+        (None, None) => Ok(None),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    pub max_attempts: u32,
+    pub max_age_secs: u64,
+    pub base_delay_ms: u64,
+    pub max_delay_secs: u64,
+    /// How long a dedupe key blocks the same notification to the same device.
+    pub dedupe_window_secs: u64,
+    pub lease_secs: u64,
+    pub poll_interval_ms: u64,
+    pub drain_timeout_secs: u64,
+    /// Concurrent sends per transport, by transport name.
+    pub concurrency: BTreeMap<Transport, usize>,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        let d = DispatcherConfig::default();
+        Self {
+            max_attempts: d.retry.max_attempts,
+            max_age_secs: d.retry.max_age.as_secs(),
+            base_delay_ms: d.retry.base_delay.as_millis() as u64,
+            max_delay_secs: d.retry.max_delay.as_secs(),
+            // A day: long enough to absorb a source replaying its last hours.
+            dedupe_window_secs: 24 * 60 * 60,
+            lease_secs: d.lease.as_secs(),
+            poll_interval_ms: d.poll_interval.as_millis() as u64,
+            drain_timeout_secs: d.drain_timeout.as_secs(),
+            concurrency: BTreeMap::new(),
+        }
+    }
+}
+
+impl DeliveryConfig {
+    pub fn dispatcher(&self) -> DispatcherConfig {
+        DispatcherConfig {
+            concurrency: self.concurrency.iter().map(|(t, n)| (*t, *n)).collect(),
+            retry: RetryPolicy {
+                base_delay: Duration::from_millis(self.base_delay_ms),
+                max_delay: Duration::from_secs(self.max_delay_secs),
+                max_attempts: self.max_attempts,
+                max_age: Duration::from_secs(self.max_age_secs),
+            },
+            lease: Duration::from_secs(self.lease_secs),
+            poll_interval: Duration::from_millis(self.poll_interval_ms),
+            drain_timeout: Duration::from_secs(self.drain_timeout_secs),
+        }
+    }
+
+    pub fn dedupe_window(&self) -> Duration {
+        Duration::from_secs(self.dedupe_window_secs)
+    }
+}
+
+/// One client application and its transports; a transport without a table is off.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    pub apns: Option<ApnsConfig>,
+    pub unifiedpush: Option<UnifiedPushConfig>,
+    pub webpush: Option<WebPushConfig>,
+    pub fcm: Option<FcmConfig>,
+    pub expo: Option<ExpoConfig>,
+    pub gorush: Option<GorushConfig>,
+}
+
+impl AppConfig {
+    /// Whether this app delivers through `transport`, or why not.
+    pub fn transport_status(&self, transport: Transport) -> Result<(), String> {
+        let enabled = match transport {
+            Transport::UnifiedPush => self.unifiedpush.as_ref().map(|c| c.enabled),
+            Transport::Fcm => self.fcm.as_ref().map(|c| c.enabled),
+            Transport::Expo => self.expo.as_ref().map(|c| c.enabled),
+            Transport::Gorush => self.gorush.as_ref().map(|c| c.enabled),
+            Transport::WebPush => self.webpush.as_ref().map(|c| c.enabled),
+            Transport::Apns => self.apns.as_ref().map(|c| c.enabled),
+        };
+        match enabled {
+            Some(true) => Ok(()),
+            Some(false) => Err("disabled (enabled = false)".into()),
+            None => Err(format!("not configured (no [{transport}] table)")),
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file`, then the `HERALD_*` variables in `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut tree = toml::Table::try_from(Config::default())
+            .map_err(|e| invalid("defaults", e.to_string()))?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            let from_file: toml::Table = text
+                .parse()
+                .map_err(|e: toml::de::Error| invalid(path.display().to_string(), e.to_string()))?;
+            merge(&mut tree, from_file);
+        }
+        for (name, value) in env {
+            apply_env(&mut tree, &name, &value)?;
+        }
+        let origin = file.map_or("configuration".to_owned(), |p| p.display().to_string());
+        let config: Config = toml::Value::Table(tree)
+            .try_into()
+            .map_err(|e: toml::de::Error| invalid(origin, e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for id in self.apps.keys() {
+            AppId::parse(id).map_err(|e| invalid(format!("apps.\"{id}\""), e.to_string()))?;
+        }
+        if self.admin_token.is_some() && self.admin_token_file.is_some() {
+            return Err(invalid(
+                "admin_token",
+                "give admin_token or admin_token_file, not both",
+            ));
+        }
+        if let Some(did) = &self.atproto.service_did {
+            herald_atproto::did::Did::parse(did)
+                .map_err(|e| invalid("atproto.service_did", e.to_string()))?;
+            if self.atproto.public_url().is_none() {
+                return Err(invalid(
+                    "atproto.public_url",
+                    "is required when service_did is a did:plc",
+                ));
+            }
+        }
+        if let Some(app) = &self.gorush_api.app_id
+            && !self.apps.contains_key(app)
+        {
+            return Err(invalid(
+                "gorush_api.app_id",
+                format!("names app {app:?}, which is not configured"),
+            ));
+        }
+        let d = &self.delivery;
+        if d.max_attempts == 0 {
+            return Err(invalid("delivery.max_attempts", "must be at least 1"));
+        }
+        if d.lease_secs == 0 || d.poll_interval_ms == 0 {
+            return Err(invalid(
+                "delivery",
+                "lease_secs and poll_interval_ms must be above 0",
+            ));
+        }
+        if self.http.max_body_bytes == 0 {
+            return Err(invalid("http.max_body_bytes", "must be above 0"));
+        }
+        Ok(())
+    }
+
+    /// The admin token from wherever it is configured; `None` disables the admin API.
+    pub fn admin_token(&self) -> Result<Option<String>, ConfigError> {
+        let Some(token) = secret(
+            "admin_token",
+            self.admin_token.as_ref(),
+            self.admin_token_file.as_ref(),
+        )?
+        else {
+            return Ok(None);
+        };
+        if token.chars().count() < MIN_ADMIN_TOKEN_CHARS {
+            return Err(invalid(
+                "admin_token",
+                format!("is too short: at least {MIN_ADMIN_TOKEN_CHARS} characters"),
+            ));
+        }
+        Ok(Some(token))
+    }
+
+    pub fn app(&self, id: &AppId) -> Option<&AppConfig> {
+        self.apps.get(id.as_str())
+    }
+
+    /// Transports at least one app delivers through: the providers to start.
+    pub fn enabled_transports(&self) -> Vec<Transport> {
+        Transport::ALL
+            .iter()
+            .copied()
+            .filter(|t| self.apps.values().any(|a| a.transport_status(*t).is_ok()))
+            .collect()
+    }
+}
+
+fn merge(base: &mut toml::Table, overlay: toml::Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Applies one environment variable to the configuration tree.
+fn apply_env(tree: &mut toml::Table, name: &str, raw: &str) -> Result<(), ConfigError> {
+    let Some(rest) = name.strip_prefix("HERALD_") else {
+        return Ok(());
+    };
+    if NON_SETTING_VARS.contains(&name) || NON_SETTING_PREFIXES.iter().any(|p| name.starts_with(p))
+    {
+        return Ok(());
+    }
+    let path = setting_path(tree, rest);
+    let (last, parents) = path.split_last().expect("split yields one part at least");
+    let mut table = tree;
+    for part in parents {
+        table = match table.get_mut(part) {
+            Some(toml::Value::Table(t)) => t,
+            _ => return Err(invalid(name, "names no configuration section")),
+        };
+    }
+    let value = match table.get(last) {
+        Some(toml::Value::String(_)) => toml::Value::String(raw.to_owned()),
+        Some(toml::Value::Boolean(_)) => {
+            toml::Value::Boolean(match raw.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => true,
+                "false" | "0" | "no" | "off" => false,
+                _ => return Err(invalid(name, format!("expects true or false, got {raw:?}"))),
+            })
+        }
+        Some(toml::Value::Integer(_)) => toml::Value::Integer(
+            raw.trim()
+                .parse()
+                .map_err(|_| invalid(name, format!("expects a whole number, got {raw:?}")))?,
+        ),
+        Some(toml::Value::Table(_)) => return Err(invalid(name, "names a section, not a setting")),
+        // Settings without a default (optional paths and secrets) are strings.
+        None if KNOWN_OPTIONAL.contains(&path.join(".").as_str()) => {
+            toml::Value::String(raw.to_owned())
+        }
+        _ => return Err(invalid(name, "is not a herald setting")),
+    };
+    table.insert(last.clone(), value);
+    Ok(())
+}
+
+/// The key path an environment variable names: `__` separates levels; a name
+/// without `__` that is no top-level setting may name `<section>_<key>`
+/// (`HERALD_ATPROTO_SERVICE_DID` is `atproto.service_did`).
+fn setting_path(tree: &toml::Table, rest: &str) -> Vec<String> {
+    let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+    if path.len() > 1 || tree.contains_key(&path[0]) || KNOWN_OPTIONAL.contains(&path[0].as_str()) {
+        return path;
+    }
+    match path[0].split_once('_') {
+        Some((section, key)) if matches!(tree.get(section), Some(toml::Value::Table(_))) => {
+            vec![section.to_owned(), key.to_owned()]
+        }
+        _ => path,
+    }
+}
+
+/// Optional settings, absent from the defaults, that the environment may set.
+const KNOWN_OPTIONAL: &[&str] = &[
+    "admin_token",
+    "admin_token_file",
+    "extra_ca_file",
+    "gorush_api.app_id",
+    "gorush_api.token",
+    "gorush_api.token_file",
+    "atproto.service_did",
+    "atproto.public_url",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        f
+    }
+
+    #[test]
+    fn defaults_need_nothing() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database_url, "sqlite://herald.db");
+        assert!(!c.allow_private_endpoints);
+        assert_eq!(c.admin_token().unwrap(), None);
+        assert!(c.enabled_transports().is_empty());
+    }
+
+    #[test]
+    fn environment_overrides_file_with_the_defaults_types() {
+        let f = file(
+            "listen = \"0.0.0.0:9000\"\n[delivery]\nmax_attempts = 3\n[apps.\"com.example.app\".unifiedpush]\n",
+        );
+        let c = Config::load(
+            Some(f.path()),
+            env(&[
+                ("HERALD_LISTEN", "127.0.0.1:9999"),
+                ("HERALD_ADMIN_TOKEN", "1234567890123456"),
+                ("HERALD_ALLOW_PRIVATE_ENDPOINTS", "true"),
+                ("HERALD_DELIVERY__MAX_ATTEMPTS", "5"),
+                ("HERALD_CONFIG", "ignored"),
+                ("HERALD_TEST_POSTGRES_URL", "ignored"),
+                ("PATH", "/usr/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9999");
+        assert_eq!(
+            c.admin_token().unwrap().as_deref(),
+            Some("1234567890123456")
+        );
+        assert!(c.allow_private_endpoints);
+        assert_eq!(c.delivery.max_attempts, 5);
+        assert_eq!(c.enabled_transports(), vec![Transport::UnifiedPush]);
+    }
+
+    #[test]
+    fn section_settings_take_single_underscore_names_too() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("HERALD_ATPROTO_SERVICE_DID", "did:web:push.example.com"),
+                ("HERALD_ATPROTO_PLC_URL", "http://127.0.0.1:2582"),
+                ("HERALD_ATPROTO__MAX_DEVICES_PER_ACCOUNT", "5"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.atproto.service_did.as_deref(),
+            Some("did:web:push.example.com")
+        );
+        assert_eq!(c.atproto.plc_url, "http://127.0.0.1:2582");
+        assert_eq!(c.atproto.max_devices_per_account, 5);
+        assert_eq!(
+            c.atproto.public_url().as_deref(),
+            Some("https://push.example.com")
+        );
+        let err =
+            Config::load(None, env(&[("HERALD_ATPROTO_SERVICE_DID", "did:key:z6Mk")])).unwrap_err();
+        assert!(err.to_string().contains("service_did"), "{err}");
+    }
+
+    #[test]
+    fn unknown_settings_are_errors_that_name_them() {
+        let err = Config::load(None, env(&[("HERALD_LISTN", "x")])).unwrap_err();
+        assert!(err.to_string().contains("HERALD_LISTN"), "{err}");
+        let f = file("[delivery]\nmax_attempt = 3\n");
+        let err = Config::load(Some(f.path()), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("max_attempt"), "{err}");
+        let err =
+            Config::load(None, env(&[("HERALD_DELIVERY__MAX_ATTEMPTS", "many")])).unwrap_err();
+        assert!(err.to_string().contains("whole number"), "{err}");
+        let f = file("[apps.\"bad app\".unifiedpush]\n");
+        assert!(Config::load(Some(f.path()), env(&[])).is_err());
+    }
+
+    #[test]
+    fn admin_token_comes_from_a_file_and_must_be_long() {
+        let secret = file("  abcdefghijklmnopqrstuvwxyz\n");
+        let c = Config::load(
+            None,
+            env(&[("HERALD_ADMIN_TOKEN_FILE", secret.path().to_str().unwrap())]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.admin_token().unwrap().as_deref(),
+            Some("abcdefghijklmnopqrstuvwxyz")
+        );
+        let c = Config::load(None, env(&[("HERALD_ADMIN_TOKEN", "short")])).unwrap();
+        assert!(
+            c.admin_token()
+                .unwrap_err()
+                .to_string()
+                .contains("too short")
+        );
+    }
+
+    #[test]
+    fn transport_status_says_why_not() {
+        let app = AppConfig::default();
+        assert!(
+            app.transport_status(Transport::UnifiedPush)
+                .unwrap_err()
+                .contains("not configured")
+        );
+        assert!(
+            app.transport_status(Transport::Apns)
+                .unwrap_err()
+                .contains("no [apns] table")
+        );
+        let app = AppConfig {
+            unifiedpush: Some(UnifiedPushConfig {
+                enabled: false,
+                ..UnifiedPushConfig::default()
+            }),
+            ..AppConfig::default()
+        };
+        assert!(
+            app.transport_status(Transport::UnifiedPush)
+                .unwrap_err()
+                .contains("disabled")
+        );
+    }
+}

@@ -1,0 +1,269 @@
+//! herald: a self-hosted push-notification gateway for decentralized networks.
+
+mod api;
+mod atproto;
+#[cfg(feature = "bench")]
+mod bench;
+mod config;
+mod gorush_api;
+mod metrics;
+mod runtime;
+mod send;
+mod server;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "herald",
+    version,
+    about = "Push-notification gateway for AT Protocol, Nostr and Status/Waku apps"
+)]
+struct Cli {
+    /// TOML configuration file; HERALD_* environment variables override it.
+    #[arg(long, global = true, env = "HERALD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway: HTTP API, sources and dispatcher.
+    Serve,
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Send one push to one device and print the outcome; exits 0 only if delivered.
+    Send(send::SendArgs),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Generate keys.
+    Keys {
+        #[command(subcommand)]
+        kind: KeyKind,
+    },
+    /// Measure herald on this machine (built with `--features bench`).
+    #[cfg(feature = "bench")]
+    Bench {
+        #[command(subcommand)]
+        scenario: bench::Scenario,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyKind {
+    /// A VAPID key pair for Web Push: writes the private key (PKCS#8 PEM) to
+    /// FILE, created with mode 0600, and prints the public key for the web
+    /// client's `applicationServerKey`.
+    Vapid {
+        /// Where to write the private key; refuses to overwrite.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Print each app and transport: enabled, or why not.
+    Check,
+}
+
+/// Exit status for a configuration or start-up error (1 is a failed push).
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    herald_push::install_crypto_provider();
+    let config = match Config::load(cli.config.as_deref(), std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("herald: configuration error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("herald: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli.command, config))
+}
+
+async fn run(command: Command, config: Config) -> ExitCode {
+    match command {
+        Command::Serve => serve(config).await,
+        Command::Config {
+            action: ConfigAction::Check,
+        } => config_check(&config),
+        Command::Send(args) => send::run(&config, args).await,
+        Command::Migrate => migrate(&config).await,
+        Command::Keys {
+            kind: KeyKind::Vapid { out },
+        } => vapid_keys(&out),
+        #[cfg(feature = "bench")]
+        Command::Bench { scenario } => bench::run(scenario).await,
+    }
+}
+
+fn fail(context: &str, e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("herald: {context}: {e}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+async fn serve(config: Config) -> ExitCode {
+    let admin_token = match config.admin_token() {
+        Ok(t) => t,
+        Err(e) => return fail("configuration error", e),
+    };
+    if admin_token.is_none() {
+        tracing::warn!("no admin token configured: the admin API answers 403");
+    }
+    let gorush_token = match config.gorush_api.bearer() {
+        Ok(t) => t,
+        Err(e) => return fail("configuration error", e),
+    };
+    if config.gorush_api.app_id.is_some() && gorush_token.is_none() {
+        tracing::warn!(
+            "the gorush-compatible /api/push is open to anyone who can reach it: set gorush_api.token_file"
+        );
+    }
+    let metrics = match metrics::install() {
+        Ok(h) => h,
+        Err(e) => return fail("cannot install metrics", e),
+    };
+    let runtime = match runtime::Runtime::start(config).await {
+        Ok(r) => r,
+        Err(e) => return fail("cannot start", e),
+    };
+    let state = Arc::new(server::AppState {
+        runtime,
+        admin_token,
+        gorush_token,
+        metrics,
+    });
+    match server::serve(state).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail("server error", e),
+    }
+}
+
+fn config_check(config: &Config) -> ExitCode {
+    println!("listen: {}", config.listen);
+    println!(
+        "database: {}",
+        herald_store::redact_url(&config.database_url)
+    );
+    match config.admin_token() {
+        Ok(Some(_)) => println!("admin API: enabled"),
+        Ok(None) => println!("admin API: disabled (no admin_token or admin_token_file)"),
+        Err(e) => println!("admin API: error: {e}"),
+    }
+    match &config.gorush_api.app_id {
+        Some(app) => println!("gorush API: enabled for app {app}"),
+        None => println!("gorush API: disabled (no gorush_api.app_id)"),
+    }
+    println!(
+        "private endpoints: {}",
+        if config.allow_private_endpoints {
+            "allowed"
+        } else {
+            "refused"
+        }
+    );
+    if config.apps.is_empty() {
+        println!("apps: none configured (add [apps.\"<app id>\".<transport>] tables)");
+    }
+    let mut broken = false;
+    for (id, app) in &config.apps {
+        println!("app {id}:");
+        for transport in herald_core::Transport::ALL {
+            let status = match app.transport_status(*transport) {
+                Ok(()) => match transport_check(config, id, *transport) {
+                    Ok(()) => "enabled".to_owned(),
+                    Err(e) => {
+                        broken = true;
+                        format!("error: {e}")
+                    }
+                },
+                Err(why) => why,
+            };
+            println!("  {transport}: {status}");
+        }
+    }
+    if broken {
+        ExitCode::from(EXIT_CONFIG)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Builds one app's provider for one transport, as `serve` would, so a
+/// broken key or credential file shows against its app.
+fn transport_check(
+    config: &Config,
+    app: &str,
+    transport: herald_core::Transport,
+) -> Result<(), String> {
+    let mut only = config.clone();
+    only.apps.retain(|id, _| id == app);
+    runtime::provider(transport, &only, None)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Writes a new VAPID private key to `out` (never overwriting, owner-only)
+/// and prints the public key; the private key never reaches the terminal.
+fn vapid_keys(out: &std::path::Path) -> ExitCode {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let (pem, public) = herald_push::vapid::generate_keypair();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out);
+    match file.and_then(|mut f| f.write_all(pem.as_bytes())) {
+        Ok(()) => {
+            println!("private key written to {}", out.display());
+            println!("public key (applicationServerKey): {public}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&format!("cannot write {}", out.display()), e),
+    }
+}
+
+async fn migrate(config: &Config) -> ExitCode {
+    match herald_store::open(&config.database_url).await {
+        Ok(store) => {
+            let version = store.schema_version().await.ok().flatten().unwrap_or(0);
+            println!("schema is at version {version}");
+            store.close().await;
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail("migration failed", e),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,253 @@
+//! Wiring: configuration in, a running store, providers, dispatcher and
+//! fan-out out. `serve`, `send` and `bench` all start from here so they run
+//! the same code a user runs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use herald_core::dispatcher::Dispatcher;
+use herald_core::fan_out::FanOut;
+use herald_core::model::{AppId, NewDevice, Platform, Transport};
+use herald_core::provider::Provider;
+use herald_core::store::{Queue, Store};
+use herald_push::apns::Apns;
+use herald_push::expo::Expo;
+use herald_push::fcm::Fcm;
+use herald_push::gorush::Gorush;
+use herald_push::webpush::WebPush;
+use herald_push::{HttpClientConfig, UnifiedPush};
+use herald_store::SqlStore;
+
+use crate::config::{AppConfig, Config};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] herald_core::StoreError),
+    #[error("{transport} provider: {reason}")]
+    Provider {
+        transport: Transport,
+        reason: String,
+    },
+    #[error("atproto: {0}")]
+    Atproto(String),
+}
+
+/// Why a registration was refused before it reached the store.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistrationError {
+    #[error("unknown app {0:?}: it is not configured in herald")]
+    UnknownApp(String),
+    #[error("app {app:?} cannot use {transport}: {reason}")]
+    TransportUnavailable {
+        app: String,
+        transport: Transport,
+        reason: String,
+    },
+    #[error(
+        "cannot choose a transport for this {platform} token in app {app:?}: it could go through {candidates}, which the app has not configured"
+    )]
+    NoTransport {
+        app: String,
+        platform: Platform,
+        candidates: String,
+    },
+    #[error(transparent)]
+    Invalid(#[from] herald_core::model::InvalidField),
+}
+
+/// The apps that configured one transport, with that transport's table.
+fn apps_with<C: Clone>(
+    config: &Config,
+    table: impl Fn(&AppConfig) -> Option<&C>,
+) -> Vec<(AppId, C)> {
+    config
+        .apps
+        .iter()
+        .filter_map(|(id, app)| {
+            let id = AppId::parse(id).expect("app ids are validated when the configuration loads");
+            table(app).map(|c| (id, c.clone()))
+        })
+        .collect()
+}
+
+/// Builds the provider for every transport some app uses. `store` lets
+/// providers that learn of dead tokens after the fact (Expo receipts)
+/// remove them; `herald send` runs without one.
+pub fn providers(
+    config: &Config,
+    store: Option<Arc<dyn Store>>,
+) -> Result<HashMap<Transport, Arc<dyn Provider>>, StartError> {
+    let mut providers = HashMap::new();
+    for transport in config.enabled_transports() {
+        providers.insert(transport, provider(transport, config, store.clone())?);
+    }
+    Ok(providers)
+}
+
+/// Builds one transport's provider for the apps that use it.
+pub fn provider(
+    transport: Transport,
+    config: &Config,
+    store: Option<Arc<dyn Store>>,
+) -> Result<Arc<dyn Provider>, StartError> {
+    let http = HttpClientConfig {
+        extra_ca_file: config.extra_ca_file.clone(),
+        resolver: None,
+    };
+    let failed = |reason: String| StartError::Provider { transport, reason };
+    let provider: Arc<dyn Provider> = match transport {
+        Transport::UnifiedPush => Arc::new(
+            UnifiedPush::new(
+                &http,
+                apps_with(config, |a| a.unifiedpush.as_ref()),
+                config.allow_private_endpoints,
+            )
+            .map_err(|e| failed(e.to_string()))?,
+        ),
+        Transport::WebPush => Arc::new(
+            WebPush::new(
+                &http,
+                apps_with(config, |a| a.webpush.as_ref()),
+                config.allow_private_endpoints,
+            )
+            .map_err(|e| failed(e.to_string()))?,
+        ),
+        Transport::Fcm => Arc::new(
+            Fcm::new(&http, apps_with(config, |a| a.fcm.as_ref()))
+                .map_err(|e| failed(e.to_string()))?,
+        ),
+        Transport::Expo => Arc::new(
+            Expo::new(&http, apps_with(config, |a| a.expo.as_ref()), store)
+                .map_err(|e| failed(e.to_string()))?,
+        ),
+        Transport::Gorush => Arc::new(
+            Gorush::new(&http, apps_with(config, |a| a.gorush.as_ref()))
+                .map_err(|e| failed(e.to_string()))?,
+        ),
+        Transport::Apns => Arc::new(
+            Apns::new(&http, apps_with(config, |a| a.apns.as_ref()))
+                .map_err(|e| failed(e.to_string()))?,
+        ),
+    };
+    Ok(provider)
+}
+
+/// Everything `serve` runs.
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub store: Arc<SqlStore>,
+    pub providers: HashMap<Transport, Arc<dyn Provider>>,
+    pub dispatcher: Arc<Dispatcher>,
+    pub fan_out: FanOut,
+    /// Present when herald has an AT Protocol identity.
+    pub atproto: Option<crate::atproto::AtprotoService>,
+}
+
+impl Runtime {
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        let store = Arc::new(herald_store::open(&config.database_url).await?);
+        let providers = providers(&config, Some(Arc::clone(&store) as Arc<dyn Store>))?;
+        let dispatcher = Arc::new(Dispatcher::new(
+            Arc::clone(&store) as Arc<dyn Store>,
+            Arc::clone(&store) as Arc<dyn Queue>,
+            providers.values().cloned().collect(),
+            config.delivery.dispatcher(),
+        ));
+        let fan_out = FanOut::new(
+            Arc::clone(&store) as Arc<dyn Store>,
+            Arc::clone(&store) as Arc<dyn Queue>,
+            providers.keys().copied().collect(),
+            config.delivery.dedupe_window(),
+            dispatcher.wake(),
+        );
+        let atproto =
+            crate::atproto::AtprotoService::from_config(&config).map_err(StartError::Atproto)?;
+        Ok(Self {
+            config: Arc::new(config),
+            store,
+            providers,
+            dispatcher,
+            fan_out,
+            atproto,
+        })
+    }
+
+    /// Checks a registration against the app's configuration and the
+    /// transport's own rules, before anything is stored, and returns it as the
+    /// provider stores it.
+    pub async fn accept_registration(
+        &self,
+        device: NewDevice,
+    ) -> Result<NewDevice, RegistrationError> {
+        device.validate()?;
+        let app = self
+            .config
+            .app(&device.app_id)
+            .ok_or_else(|| RegistrationError::UnknownApp(device.app_id.to_string()))?;
+        let unavailable = |reason: String| RegistrationError::TransportUnavailable {
+            app: device.app_id.to_string(),
+            transport: device.transport,
+            reason,
+        };
+        app.transport_status(device.transport)
+            .map_err(unavailable)?;
+        let provider = self
+            .providers
+            .get(&device.transport)
+            .ok_or_else(|| unavailable("no provider running".into()))?;
+        Ok(provider.accept_registration(device).await?)
+    }
+
+    /// The transport for a registration that names none: the first that the
+    /// token's shape allows and the app has configured.
+    pub fn infer_transport(
+        &self,
+        app_id: &AppId,
+        platform: Platform,
+        token: &str,
+    ) -> Result<Transport, RegistrationError> {
+        let app = self
+            .config
+            .app(app_id)
+            .ok_or_else(|| RegistrationError::UnknownApp(app_id.to_string()))?;
+        let usable =
+            |t: Transport| app.transport_status(t).is_ok() && self.providers.contains_key(&t);
+        herald_push::routing::infer(platform, token, usable).ok_or_else(|| {
+            let shapes: Vec<&str> = herald_push::routing::candidates(platform, token)
+                .iter()
+                .map(|t| t.as_str())
+                .collect();
+            RegistrationError::NoTransport {
+                app: app_id.to_string(),
+                platform,
+                candidates: if shapes.is_empty() {
+                    "none; name the transport".into()
+                } else {
+                    shapes.join(", ")
+                },
+            }
+        })
+    }
+
+    /// Every app a provider's service refused most recently, and why.
+    pub fn misconfigurations(&self) -> Vec<(AppId, Transport, String)> {
+        let mut all: Vec<_> = self
+            .providers
+            .iter()
+            .flat_map(|(t, p)| {
+                p.misconfigurations()
+                    .into_iter()
+                    .map(move |(app, why)| (app, *t, why))
+            })
+            .collect();
+        all.sort();
+        all
+    }
+
+    pub fn knows_app(&self, app: &AppId) -> bool {
+        self.config.app(app).is_some()
+    }
+}

@@ -1,0 +1,259 @@
+//! The command line: `config check`, `send`, `migrate`, and configuration errors.
+
+mod support;
+
+use std::process::Output;
+
+use support::{APP, Answer, Receiver, config_toml, free_port, herald_command};
+
+fn herald(dir: &std::path::Path, args: &[&str]) -> Output {
+    herald_command()
+        .arg("--config")
+        .arg(dir.join("herald.toml"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn write_config(dir: &std::path::Path, extra: &str) {
+    let text = format!("{extra}\n{}", config_toml(dir, free_port()));
+    std::fs::write(dir.join("herald.toml"), text).unwrap();
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn config_check_reports_each_app_and_transport() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "");
+    let out = herald(dir.path(), &["config", "check"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    assert!(text.contains("admin API: enabled"), "{text}");
+    assert!(text.contains(&format!("app {APP}:")), "{text}");
+    assert!(text.contains("unifiedpush: enabled"), "{text}");
+    assert!(
+        text.contains("apns: not configured (no [apns] table)"),
+        "{text}"
+    );
+    assert!(text.contains("private endpoints: allowed"), "{text}");
+}
+
+#[test]
+fn configuration_errors_exit_2_and_name_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "listn = \"x\"");
+    let out = herald(dir.path(), &["config", "check"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("listn"),
+        "{out:?}"
+    );
+
+    let out = herald_command()
+        .args(["config", "check"])
+        .env("HERALD_DELIVERY__MAX_ATTEMPTS", "lots")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HERALD_DELIVERY__MAX_ATTEMPTS"));
+}
+
+#[tokio::test]
+async fn send_prints_the_typed_outcome_and_exits_0_only_when_delivered() {
+    let receiver = Receiver::start().await;
+    receiver.always("gone", Answer::status(410));
+    receiver.always("busy", Answer::retry_after(429, 30));
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "");
+    let send = |endpoint: String| {
+        let dir = dir.path().to_owned();
+        tokio::task::spawn_blocking(move || {
+            herald(
+                &dir,
+                &[
+                    "send",
+                    "--app",
+                    APP,
+                    "--transport",
+                    "unifiedpush",
+                    "--token",
+                    &endpoint,
+                    "--title",
+                    "Hi",
+                    "--body",
+                    "from the CLI",
+                    "--data",
+                    r#"{"k":"v"}"#,
+                ],
+            )
+        })
+    };
+    let ok = send(receiver.endpoint("ok")).await.unwrap();
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    assert_eq!(stdout(&ok).trim(), "delivered");
+    let arrival = receiver.arrivals("ok").remove(0);
+    assert_eq!(arrival.body["body"], "from the CLI");
+    assert_eq!(arrival.body["data"]["k"], "v");
+
+    let gone = send(receiver.endpoint("gone")).await.unwrap();
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(stdout(&gone).starts_with("token_dead:"), "{gone:?}");
+
+    let busy = send(receiver.endpoint("busy")).await.unwrap();
+    assert_eq!(busy.status.code(), Some(1));
+    assert!(stdout(&busy).contains("wait 30 s"), "{busy:?}");
+
+    let unknown = herald(
+        dir.path(),
+        &[
+            "send",
+            "--app",
+            "nope",
+            "--transport",
+            "unifiedpush",
+            "--token",
+            "http://127.0.0.1:9/x",
+            "--body",
+            "x",
+        ],
+    );
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown app"));
+}
+
+#[test]
+fn migrate_creates_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "");
+    let out = herald(dir.path(), &["migrate"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout(&out).trim(), "schema is at version 1");
+    assert!(dir.path().join("herald.db").exists());
+}
+
+#[test]
+fn a_broken_credential_is_named_by_config_check_and_stops_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let account = dir.path().join("service-account.json");
+    std::fs::write(&account, r#"{"project_id": "p", "client_email": "a@b", "token_uri": "http://127.0.0.1:9/token", "private_key": "not a key"}"#).unwrap();
+    write_config(dir.path(), "");
+    let mut text = std::fs::read_to_string(dir.path().join("herald.toml")).unwrap();
+    text.push_str(&format!(
+        "\n[apps.\"{APP}\".fcm]\nservice_account_file = \"{}\"\n",
+        account.display()
+    ));
+    std::fs::write(dir.path().join("herald.toml"), text).unwrap();
+
+    let check = herald(dir.path(), &["config", "check"]);
+    assert_eq!(check.status.code(), Some(2));
+    let out = stdout(&check);
+    let fcm_line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("fcm:"))
+        .unwrap();
+    assert!(
+        fcm_line.contains("error") && fcm_line.contains(APP) && fcm_line.contains("private_key"),
+        "{out}"
+    );
+    assert!(out.contains("unifiedpush: enabled"), "{out}");
+
+    let serve = herald(dir.path(), &["serve"]);
+    assert_eq!(serve.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&serve.stderr).contains("private_key"),
+        "{serve:?}"
+    );
+}
+
+#[tokio::test]
+async fn send_works_through_fcm_and_expo() {
+    let dir = tempfile::tempdir().unwrap();
+    let fcm = herald_standins::fcm::FcmService::start(dir.path()).await;
+    let expo = herald_standins::expo::ExpoService::start(None).await;
+    write_config(dir.path(), "");
+    let mut text = std::fs::read_to_string(dir.path().join("herald.toml")).unwrap();
+    text.push_str(&format!(
+        "\n[apps.\"{APP}\".fcm]\nservice_account_file = \"{}\"\nbase_url = \"{}\"\n\n[apps.\"{APP}\".expo]\nbase_url = \"{}\"\n",
+        fcm.service_account_file().display(),
+        fcm.base_url(),
+        expo.base_url()
+    ));
+    std::fs::write(dir.path().join("herald.toml"), text).unwrap();
+    for (transport, token) in [
+        (
+            "fcm",
+            "ZmNtOkFQQTkxYkhlcmFsZC10ZXN0LXRva2VuLWZvci1jbGktc2VuZA",
+        ),
+        ("expo", "ExponentPushToken[cli-send]"),
+    ] {
+        let dir = dir.path().to_owned();
+        let out = tokio::task::spawn_blocking(move || {
+            herald(
+                &dir,
+                &[
+                    "send",
+                    "--app",
+                    APP,
+                    "--transport",
+                    transport,
+                    "--token",
+                    token,
+                    "--title",
+                    "Hi",
+                    "--body",
+                    "from the CLI",
+                ],
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{transport}: {out:?}");
+        assert_eq!(stdout(&out).trim(), "delivered", "{transport}");
+    }
+    assert_eq!(fcm.accepted()[0]["notification"]["body"], "from the CLI");
+    assert_eq!(expo.accepted()[0]["body"], "from the CLI");
+}
+
+#[test]
+fn keys_vapid_writes_a_private_key_once_and_prints_the_public_one() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "");
+    let out = dir.path().join("vapid.pem");
+    let made = herald(
+        dir.path(),
+        &["keys", "vapid", "--out", out.to_str().unwrap()],
+    );
+    assert!(made.status.success(), "{made:?}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.starts_with("-----BEGIN PRIVATE KEY-----"));
+    assert!(
+        !stdout(&made).contains("PRIVATE KEY"),
+        "the private key stays off the terminal"
+    );
+    let public = stdout(&made)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("public key (applicationServerKey): ")
+                .map(str::to_owned)
+        })
+        .unwrap();
+    assert_eq!(public.len(), 87, "65 bytes as unpadded base64url");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let again = herald(
+        dir.path(),
+        &["keys", "vapid", "--out", out.to_str().unwrap()],
+    );
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "an existing key is never overwritten"
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), text);
+}

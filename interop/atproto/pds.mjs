@@ -24,8 +24,9 @@
 //       curve) names it as #atproto -> {"iss","token"}
 //
 // Everything listens on 127.0.0.1 only. On stdin EOF the network is closed,
-// its temporary files are removed and the process exits 0. Logs go to stderr;
-// stdout carries the protocol alone.
+// its temporary files are removed and the process exits 0. Logs go to stderr
+// (LOG_ENABLED=true adds the PDS's and PLC's request logs); stdout carries
+// the protocol alone.
 
 import fs from 'node:fs'
 import { createRequire } from 'node:module'
@@ -35,11 +36,16 @@ import path from 'node:path'
 import readline from 'node:readline'
 import { pathToFileURL } from 'node:url'
 
-// stdout is the protocol: anything a library prints goes to stderr.
-const send = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
+// stdout is the protocol: anything a library prints goes to stderr. The
+// PDS's and PLC's pino loggers (off unless LOG_ENABLED=true) write to fd 1
+// themselves unless given LOG_DESTINATION; both read it when loaded, below.
+const writeStdout = process.stdout.write.bind(process.stdout)
+const send = (obj) => writeStdout(JSON.stringify(obj) + '\n')
+process.stdout.write = process.stderr.write.bind(process.stderr)
 console.log = console.error
 console.info = console.error
 console.debug = console.error
+process.env.LOG_DESTINATION ||= '/dev/stderr'
 
 const installDir = process.argv[2] || process.env.HERALD_TEST_ATPROTO_MODULES
 if (!installDir) {

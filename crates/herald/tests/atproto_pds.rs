@@ -1,0 +1,328 @@
+//! registerPush / unregisterPush against a real PDS: `@atproto/dev-env`'s
+//! PLC directory and PDS, run by `interop/atproto/pds.mjs` with Node 22.
+//!
+//! Runs when `HERALD_TEST_NODE22` names the Node 22 binary and
+//! `HERALD_TEST_ATPROTO_MODULES` the directory `interop/atproto/setup.sh`
+//! installed into (setup.sh prints both); without them it says so and
+//! returns. With them, every failure fails the test.
+//!
+//! The PDS forwards registerPush to herald's did:web (served by herald itself
+//! on localhost), minting the service token with the account's key; herald
+//! resolves the account's did:plc on the test PLC to verify it.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{APP, Herald, Receiver};
+
+const REGISTER: &str = "app.bsky.notification.registerPush";
+const UNREGISTER: &str = "app.bsky.notification.unregisterPush";
+/// Longest wait for one answer of the peer; PDS calls take milliseconds.
+const PEER_PATIENCE: Duration = Duration::from_secs(60);
+
+/// `pds.mjs` as a child process speaking JSON lines.
+struct Peer {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    log: PathBuf,
+    pds: String,
+    plc: String,
+}
+
+impl Peer {
+    fn start(node: &Path, modules: &Path, dir: &Path) -> Self {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop/atproto/pds.mjs");
+        let log = dir.join("pds.log");
+        let mut child = Command::new(node)
+            .arg(&script)
+            .arg(modules)
+            // The PDS's files land in the test's directory, removed even
+            // when the peer is killed.
+            .env("TMPDIR", dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {} {}: {e}", node.display(), script.display()));
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut peer = Self {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            log,
+            pds: String::new(),
+            plc: String::new(),
+        };
+        let ready = peer.read_line("ready line");
+        assert_eq!(ready["ready"], true, "{ready}");
+        peer.pds = ready["pds"].as_str().unwrap().to_owned();
+        peer.plc = ready["plc"].as_str().unwrap().to_owned();
+        peer
+    }
+
+    fn read_line(&mut self, what: &str) -> Value {
+        let line = tokio::task::block_in_place(|| self.lines.recv_timeout(PEER_PATIENCE))
+            .unwrap_or_else(|e| panic!("pds.mjs sent no {what} ({e:?})"));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("pds.mjs printed {line:?}: {e}"))
+    }
+
+    /// Sends one command; its answer, which must be `ok`.
+    fn call(&mut self, command: Value) -> Value {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{command}").unwrap();
+        stdin.flush().unwrap();
+        let answer = self.read_line(&format!("answer to {command}"));
+        assert_eq!(answer["ok"], true, "{command} -> {answer}");
+        answer
+    }
+
+    fn create_account(&mut self, handle: &str) -> (String, String) {
+        let a = self.call(json!({"cmd": "createAccount", "handle": handle}));
+        (
+            a["did"].as_str().unwrap().to_owned(),
+            a["accessJwt"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// A POST to the PDS as the user: its HTTP status and body.
+    fn pds_post(&mut self, jwt: &str, method: &str, body: &Value) -> (u16, Value) {
+        let a = self.call(json!({"cmd": "xrpc", "method": method, "accessJwt": jwt, "body": body}));
+        (a["status"].as_u64().unwrap() as u16, a["body"].clone())
+    }
+
+    /// A token from the PDS's com.atproto.server.getServiceAuth.
+    fn service_auth(&mut self, jwt: &str, aud: &str, lxm: &str) -> String {
+        let a = self.call(json!({"cmd": "serviceAuth", "accessJwt": jwt, "aud": aud, "lxm": lxm}));
+        a["token"].as_str().unwrap().to_owned()
+    }
+
+    /// A token from @atproto/xrpc-server's createServiceJwt: (iss, token).
+    fn mint(&mut self, alg: &str, aud: &str, lxm: &str) -> (String, String) {
+        let a = self.call(json!({"cmd": "mintToken", "alg": alg, "aud": aud, "lxm": lxm}));
+        (
+            a["iss"].as_str().unwrap().to_owned(),
+            a["token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Closes stdin and waits for the clean exit pds.mjs owes us.
+    fn finish(mut self) {
+        drop(self.stdin.take());
+        let deadline = std::time::Instant::now() + PEER_PATIENCE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pds.mjs did not exit on stdin EOF"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "pds.mjs exited with {status}");
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // stdin EOF first, so that the peer closes its network itself.
+        drop(self.stdin.take());
+        for _ in 0..100 {
+            if self.child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            eprintln!("--- pds.mjs log ---\n{log}");
+        }
+    }
+}
+
+/// The peer's paths, or None when the test is not switched on.
+fn peer_env() -> Option<(PathBuf, PathBuf)> {
+    let node = std::env::var_os("HERALD_TEST_NODE22");
+    let modules = std::env::var_os("HERALD_TEST_ATPROTO_MODULES");
+    match (node, modules) {
+        (Some(node), Some(modules)) => {
+            let (node, modules) = (PathBuf::from(node), PathBuf::from(modules));
+            assert!(
+                node.is_file(),
+                "HERALD_TEST_NODE22={} is no file",
+                node.display()
+            );
+            assert!(
+                modules.join("node_modules/@atproto/dev-env").is_dir(),
+                "HERALD_TEST_ATPROTO_MODULES={} holds no node_modules/@atproto/dev-env",
+                modules.display()
+            );
+            Some((node, modules))
+        }
+        (None, None) => None,
+        _ => panic!("set both HERALD_TEST_NODE22 and HERALD_TEST_ATPROTO_MODULES, or neither"),
+    }
+}
+
+fn port_of(herald: &Herald) -> &str {
+    herald.base.rsplit(':').next().unwrap()
+}
+
+/// herald's DID: a did:web on localhost, which atproto resolves over http.
+fn service_did(herald: &Herald) -> String {
+    format!("did:web:localhost%3A{}", port_of(herald))
+}
+
+/// A call straight to herald's XRPC route: status and JSON body.
+async fn herald_xrpc(herald: &Herald, method: &str, token: &str, body: &Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/xrpc/{method}", herald.base))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON from herald: {text:?}")),
+    )
+}
+
+/// The `alg` in a JWT's header.
+fn jwt_alg(token: &str) -> String {
+    use base64::Engine;
+    let header = token.split('.').next().unwrap();
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .unwrap();
+    let header: Value = serde_json::from_slice(&header).unwrap();
+    header["alg"].as_str().unwrap().to_owned()
+}
+
+/// herald delivers to `account` through the device registered for it.
+async fn delivers(herald: &Herald, receiver: &Receiver, account_did: &str, endpoint: &str) {
+    let (status, answer) = herald
+        .notify(json!({"account": format!("atproto:{account_did}"), "body": "interop"}))
+        .await;
+    assert_eq!(status / 100, 2, "notify {account_did}: {answer}");
+    receiver.wait_for(endpoint, 1, |_| true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_pds_registers_and_unregisters_through_herald() {
+    let Some((node, modules)) = peer_env() else {
+        println!(
+            "skipped: set HERALD_TEST_NODE22 and HERALD_TEST_ATPROTO_MODULES \
+             (interop/atproto/setup.sh prints them) to run against a real PDS"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut peer = Peer::start(&node, &modules, dir.path());
+    let plc = peer.plc.clone();
+    let herald = Herald::start_edited(dir.path(), |c| {
+        let port = c
+            .lines()
+            .find_map(|l| l.strip_prefix("listen = \"127.0.0.1:"))
+            .unwrap()
+            .trim_end_matches('"')
+            .to_owned();
+        format!(
+            "{c}\n[atproto]\nservice_did = \"did:web:localhost%3A{port}\"\n\
+             public_url = \"http://localhost:{port}\"\nplc_url = \"{plc}\"\n"
+        )
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    let did = service_did(&herald);
+    let body = |endpoint: &str| {
+        let token = receiver.endpoint(endpoint);
+        json!({"serviceDid": did, "token": token, "platform": "android", "appId": APP})
+    };
+
+    // The PDS mints the token with alice's key and posts to herald's #bsky_notif.
+    let (alice, jwt) = peer.create_account("alice.test");
+    assert!(alice.starts_with("did:plc:"), "{alice}");
+    let (status, answer) = peer.pds_post(&jwt, REGISTER, &body("alice"));
+    assert_eq!(status, 200, "registerPush through the PDS: {answer}");
+    herald.wait_health("devices", 1).await;
+    delivers(&herald, &receiver, &alice, "alice").await;
+
+    // herald's refusals reach the app through the PDS unchanged.
+    let mut unknown_app = body("alice");
+    unknown_app["appId"] = json!("com.unknown");
+    let (status, err) = peer.pds_post(&jwt, REGISTER, &unknown_app);
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (400, Some("InvalidRequest")),
+        "{err}"
+    );
+    assert!(
+        err["message"].as_str().unwrap().contains("com.unknown"),
+        "herald's message: {err}"
+    );
+
+    let (status, answer) = peer.pds_post(&jwt, UNREGISTER, &body("alice"));
+    assert_eq!(status, 200, "unregisterPush through the PDS: {answer}");
+    herald.wait_health("devices", 0).await;
+
+    // A genuine PDS token for another method is refused, with an XRPC body.
+    let wrong = peer.service_auth(&jwt, &did, UNREGISTER);
+    assert_eq!(
+        jwt_alg(&wrong),
+        "ES256K",
+        "the PDS signs with the account's key"
+    );
+    let (status, err) = herald_xrpc(&herald, REGISTER, &wrong, &body("alice")).await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (401, Some("BadJwtLexiconMethod")),
+        "an unregisterPush token used on registerPush: {err}"
+    );
+    assert!(err["message"].is_string(), "{err}");
+    assert_eq!(herald.health().await["devices"], 0, "nothing was stored");
+    // The same PDS's token for the right method, aud in the did#service form.
+    let right = peer.service_auth(&jwt, &format!("{did}#bsky_notif"), REGISTER);
+    let (status, answer) = herald_xrpc(&herald, REGISTER, &right, &body("alice")).await;
+    assert_eq!(
+        status, 200,
+        "a getServiceAuth token for registerPush: {answer}"
+    );
+    herald.wait_health("devices", 1).await;
+
+    // createServiceJwt on both curves, issuers' keys on the test PLC.
+    let mut devices = 1;
+    for alg in ["ES256K", "ES256"] {
+        let (iss, token) = peer.mint(alg, &did, REGISTER);
+        assert_eq!(jwt_alg(&token), alg);
+        let (status, answer) = herald_xrpc(&herald, REGISTER, &token, &body(alg)).await;
+        assert_eq!(status, 200, "{alg} token from createServiceJwt: {answer}");
+        devices += 1;
+        herald.wait_health("devices", devices).await;
+        delivers(&herald, &receiver, &iss, alg).await;
+    }
+
+    peer.finish();
+}

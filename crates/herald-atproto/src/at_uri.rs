@@ -1,0 +1,275 @@
+//! AT URIs of records: `at://<did>/<collection>/<rkey>`.
+//!
+//! Records point at each other with these (a like's subject, a reply's
+//! parent, a quote's embed), and the URI's authority is how the AppView
+//! finds whom to notify: the author of the liked post is the DID in its
+//! URI (atproto.md §10). So herald accepts only the record form with a DID
+//! authority: a handle authority names no account without a network call,
+//! and the AppView itself would notify nobody for one. Everything is checked
+//! against the atproto syntax specs (NSID, record key, the 8 KiB URI cap),
+//! so a URI that parses is safe to put in keys, logs and payloads; error
+//! messages quote at most a short preview of hostile input.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::did::{Did, DidError};
+
+/// The AT URI spec caps a URI at 8 KiB.
+pub const MAX_AT_URI_BYTES: usize = 8 * 1024;
+/// NSID spec: at most 317 characters in all…
+const MAX_NSID_BYTES: usize = 317;
+/// …in segments of at most 63 (a DNS label)…
+const MAX_NSID_SEGMENT_BYTES: usize = 63;
+/// …and at least a two-segment domain authority plus a name.
+const MIN_NSID_SEGMENTS: usize = 3;
+/// Record key spec: 1 to 512 characters.
+const MAX_RECORD_KEY_BYTES: usize = 512;
+/// Error messages quote this much of the offending text: enough to recognise
+/// it in a log, never a megabyte of someone's hostile event.
+const ERROR_PREVIEW_BYTES: usize = 80;
+
+const SCHEME: &str = "at://";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AtUriError {
+    #[error("an AT URI of {0} bytes is longer than the {MAX_AT_URI_BYTES} allowed")]
+    TooLong(usize),
+    #[error("{0:?} is not an at://<did>/<collection>/<rkey> URI")]
+    NotARecordUri(String),
+    #[error("the authority is not a DID herald can use: {0}")]
+    Authority(DidError),
+    #[error("{0:?} is not a collection NSID")]
+    Collection(String),
+    #[error("{0:?} is not a record key")]
+    RecordKey(String),
+}
+
+/// The AT URI of one record, with its authority parsed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AtUri {
+    text: String,
+    did: Did,
+    /// Byte offset of the collection in `text`.
+    collection_at: usize,
+    /// Byte offset of the record key in `text`.
+    rkey_at: usize,
+}
+
+impl AtUri {
+    pub fn parse(text: &str) -> Result<Self, AtUriError> {
+        if text.len() > MAX_AT_URI_BYTES {
+            return Err(AtUriError::TooLong(text.len()));
+        }
+        let not_a_record_uri = || AtUriError::NotARecordUri(preview(text));
+        let path = text.strip_prefix(SCHEME).ok_or_else(not_a_record_uri)?;
+        let mut parts = path.split('/');
+        let (Some(authority), Some(collection), Some(rkey), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(not_a_record_uri());
+        };
+        let did = Did::parse(authority).map_err(AtUriError::Authority)?;
+        Self::new(&did, collection, rkey)
+    }
+
+    /// The URI of record `rkey` in `did`'s `collection`.
+    pub fn new(did: &Did, collection: &str, rkey: &str) -> Result<Self, AtUriError> {
+        if !is_nsid(collection) {
+            return Err(AtUriError::Collection(preview(collection)));
+        }
+        if !is_record_key(rkey) {
+            return Err(AtUriError::RecordKey(preview(rkey)));
+        }
+        let collection_at = SCHEME.len() + did.as_str().len() + 1;
+        let rkey_at = collection_at + collection.len() + 1;
+        Ok(Self {
+            text: format!("{SCHEME}{did}/{collection}/{rkey}"),
+            did: did.clone(),
+            collection_at,
+            rkey_at,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The authority: the account whose repository holds the record.
+    pub fn did(&self) -> &Did {
+        &self.did
+    }
+
+    pub fn collection(&self) -> &str {
+        &self.text[self.collection_at..self.rkey_at - 1]
+    }
+
+    pub fn rkey(&self) -> &str {
+        &self.text[self.rkey_at..]
+    }
+}
+
+impl fmt::Display for AtUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for AtUri {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        AtUri::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// NSID syntax (atproto spec): a reversed domain of at least two labels,
+/// then a name that starts with a letter and has no hyphen.
+fn is_nsid(text: &str) -> bool {
+    if text.len() > MAX_NSID_BYTES {
+        return false;
+    }
+    let segments: Vec<&str> = text.split('.').collect();
+    let Some((name, authority)) = segments.split_last() else {
+        return false;
+    };
+    let label_ok = |s: &&str| {
+        (1..=MAX_NSID_SEGMENT_BYTES).contains(&s.len())
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+    };
+    segments.len() >= MIN_NSID_SEGMENTS
+        && authority.iter().all(label_ok)
+        && !authority[0].starts_with(|c: char| c.is_ascii_digit())
+        && (1..=MAX_NSID_SEGMENT_BYTES).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// Record key syntax (atproto spec): 1 to 512 of `A-Za-z0-9._:~-`, not `.` or `..`.
+fn is_record_key(text: &str) -> bool {
+    (1..=MAX_RECORD_KEY_BYTES).contains(&text.len())
+        && text != "."
+        && text != ".."
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:~-".contains(&b))
+}
+
+/// At most `ERROR_PREVIEW_BYTES` of `text`, cut on a character boundary.
+pub(crate) fn preview(text: &str) -> String {
+    if text.len() <= ERROR_PREVIEW_BYTES {
+        return text.to_owned();
+    }
+    let mut end = ERROR_PREVIEW_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POST: &str = "at://did:plc:vfnmgxg2yscfliemmcxzyfyh/app.bsky.feed.post/3mmoodizfwc2j";
+
+    #[test]
+    fn splits_a_record_uri_into_authority_collection_and_key() {
+        let uri = AtUri::parse(POST).unwrap();
+        assert_eq!(uri.did().as_str(), "did:plc:vfnmgxg2yscfliemmcxzyfyh");
+        assert_eq!(uri.collection(), "app.bsky.feed.post");
+        assert_eq!(uri.rkey(), "3mmoodizfwc2j");
+        assert_eq!(uri.as_str(), POST);
+        assert_eq!(uri.to_string(), POST);
+    }
+
+    #[test]
+    fn builds_the_same_uri_from_its_parts() {
+        let did = Did::parse("did:web:localhost%3A8080").unwrap();
+        let uri = AtUri::new(
+            &did,
+            "place.stream.broadcast.origin",
+            "did:plc:x::did:web:y",
+        )
+        .unwrap();
+        assert_eq!(
+            uri.as_str(),
+            "at://did:web:localhost%3A8080/place.stream.broadcast.origin/did:plc:x::did:web:y"
+        );
+        assert_eq!(AtUri::parse(uri.as_str()).unwrap(), uri);
+        assert_eq!(uri.collection(), "place.stream.broadcast.origin");
+        assert_eq!(uri.rkey(), "did:plc:x::did:web:y");
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_record_uri_with_a_did_authority() {
+        let did = "did:plc:vfnmgxg2yscfliemmcxzyfyh";
+        let cases = [
+            ("", "NotARecordUri"),
+            ("https://bsky.app/profile/x", "NotARecordUri"),
+            (&format!("at://{did}"), "NotARecordUri"),
+            (&format!("at://{did}/app.bsky.feed.post"), "NotARecordUri"),
+            (&format!("at://{did}/app.bsky.feed.post/"), "RecordKey"),
+            (
+                &format!("at://{did}/app.bsky.feed.post/a/b"),
+                "NotARecordUri",
+            ),
+            (&format!("at://{did}/app.bsky.feed.post/a?x=1"), "RecordKey"),
+            (
+                &format!("at://{did}/app.bsky.feed.post/a#frag"),
+                "RecordKey",
+            ),
+            (&format!("at://{did}/app.bsky.feed.post/.."), "RecordKey"),
+            (&format!("at://{did}/app.bsky.feed.post/a b"), "RecordKey"),
+            (&format!("at://{did}/feed.post/abc"), "Collection"),
+            (&format!("at://{did}/app.bsky.feed-post/abc"), "Collection"),
+            (&format!("at://{did}/1app.bsky.post/abc"), "Collection"),
+            (&format!("at://{did}/app..post/abc"), "Collection"),
+            ("at://alice.bsky.social/app.bsky.feed.post/abc", "Authority"),
+            ("at://did:plc:short/app.bsky.feed.post/abc", "Authority"),
+            ("at://did:key:zQ3sh/app.bsky.feed.post/abc", "Authority"),
+            (
+                &format!("AT://{did}/app.bsky.feed.post/abc"),
+                "NotARecordUri",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = AtUri::parse(text).unwrap_err();
+            let name = match err {
+                AtUriError::TooLong(_) => "TooLong",
+                AtUriError::NotARecordUri(_) => "NotARecordUri",
+                AtUriError::Authority(_) => "Authority",
+                AtUriError::Collection(_) => "Collection",
+                AtUriError::RecordKey(_) => "RecordKey",
+            };
+            assert_eq!(name, expected, "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn huge_uris_are_refused_with_a_short_message() {
+        let did = "did:plc:vfnmgxg2yscfliemmcxzyfyh";
+        let long_key = format!("at://{did}/app.bsky.feed.post/{}", "k".repeat(600));
+        assert!(matches!(
+            AtUri::parse(&long_key),
+            Err(AtUriError::RecordKey(_))
+        ));
+        let huge = format!("at://{did}/app.bsky.feed.post/{}", "k".repeat(1 << 20));
+        let err = AtUri::parse(&huge).unwrap_err();
+        assert_eq!(err, AtUriError::TooLong(huge.len()));
+        let long_collection = format!("at://{did}/{}.b.c/k", "a".repeat(4000));
+        let err = AtUri::parse(&long_collection).unwrap_err();
+        assert!(err.to_string().len() < 200, "{err}");
+    }
+
+    #[test]
+    fn previews_cut_on_a_character_boundary() {
+        let text = "é".repeat(100);
+        let cut = preview(&text);
+        assert!(cut.ends_with('…'));
+        assert!(cut.len() <= ERROR_PREVIEW_BYTES + '…'.len_utf8());
+        assert_eq!(preview("short"), "short");
+    }
+}

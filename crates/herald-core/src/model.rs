@@ -28,6 +28,14 @@ pub const MAX_DATA_BYTES: usize = 4096;
 pub const MAX_COLLAPSE_KEY_BYTES: usize = 64;
 /// A dedupe key is an opaque id chosen by the sender (an event id, a URI).
 pub const MAX_DEDUPE_KEY_BYTES: usize = 256;
+/// Android channel ids are short names the app chose when it created the
+/// channel (Bluesky's are the reasons, the longest `repost-via-repost`);
+/// Android sets no limit, so this is ours, the same as a collapse key's.
+pub const MAX_CHANNEL_BYTES: usize = 64;
+/// Apple sets no limit on `thread-id`; an id that groups notifications
+/// (a conversation, a post URI's record key) fits well inside this, and the
+/// whole payload must still fit APNs' 4,096 bytes.
+pub const MAX_THREAD_ID_BYTES: usize = 64;
 /// FCM's maximum TTL (28 days), the lowest among the providers.
 pub const MAX_TTL_SECS: u32 = 28 * 24 * 60 * 60;
 
@@ -56,6 +64,22 @@ fn check_len(field: &'static str, value: &str, max: usize) -> Result<(), Invalid
         return Err(InvalidField::new(
             field,
             format!("is {} bytes, at most {max} allowed", value.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// Identifiers chosen by app developers (app ids, notification channels):
+/// ASCII letters, digits, '.', '-' and '_', so they are safe in any
+/// provider's field and cannot be a display name passed by mistake.
+fn check_identifier(field: &'static str, value: &str) -> Result<(), InvalidField> {
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+    {
+        return Err(InvalidField::new(
+            field,
+            "may contain only ASCII letters, digits, '.', '-' and '_'",
         ));
     }
     Ok(())
@@ -142,15 +166,7 @@ pub struct AppId(String);
 impl AppId {
     pub fn parse(value: &str) -> Result<Self, InvalidField> {
         check_len("app_id", value, MAX_APP_ID_BYTES)?;
-        if !value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-        {
-            return Err(InvalidField::new(
-                "app_id",
-                "may contain only ASCII letters, digits, '.', '-' and '_'",
-            ));
-        }
+        check_identifier("app_id", value)?;
         Ok(Self(value.to_owned()))
     }
 }
@@ -276,6 +292,10 @@ pub struct Device {
 }
 
 /// What a device is shown or handed: the part of a notification that travels.
+///
+/// Every field has a serde default, so messages queued before a field
+/// existed still deserialize; unset optional fields are left out when
+/// serialized.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Message {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -291,6 +311,15 @@ pub struct Message {
     pub ttl: Option<u32>,
     #[serde(default)]
     pub priority: Priority,
+    /// The Android notification channel / Expo `channelId` (atproto: the reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// iOS: run the app's Notification Service Extension before display (`mutable-content: 1`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mutable_content: bool,
+    /// iOS: group notifications in one thread (`thread-id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
 }
 
 impl Message {
@@ -311,6 +340,13 @@ impl Message {
         if let Some(key) = &self.collapse_key {
             check_len("collapse_key", key, MAX_COLLAPSE_KEY_BYTES)?;
             check_printable("collapse_key", key)?;
+        }
+        if let Some(channel) = &self.channel {
+            check_len("channel", channel, MAX_CHANNEL_BYTES)?;
+            check_identifier("channel", channel)?;
+        }
+        if let Some(thread) = &self.thread_id {
+            check_len("thread_id", thread, MAX_THREAD_ID_BYTES)?;
         }
         if let Some(ttl) = self.ttl
             && ttl > MAX_TTL_SECS
@@ -451,5 +487,89 @@ mod tests {
             "message",
             "an empty push wakes the device for nothing"
         );
+    }
+
+    #[test]
+    fn a_channel_is_a_short_identifier() {
+        let with = |channel: &str| Message {
+            body: Some("hi".into()),
+            channel: Some(channel.into()),
+            ..Message::default()
+        };
+        for ok in [
+            "like",
+            "chat-messages",
+            "repost-via-repost",
+            "org.example_1",
+        ] {
+            assert!(with(ok).validate().is_ok(), "{ok:?} refused");
+        }
+        for (bad, says) in [
+            ("", "empty"),
+            ("Chat messages", "letters, digits"),
+            ("réponse", "letters, digits"),
+            ("a/b", "letters, digits"),
+            (&"c".repeat(MAX_CHANNEL_BYTES + 1), "at most 64"),
+        ] {
+            let err = with(bad).validate().unwrap_err();
+            assert_eq!(err.field, "channel", "{bad:?}");
+            assert!(err.to_string().contains(says), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_thread_id_is_at_most_64_bytes() {
+        let with = |thread: &str| Message {
+            body: Some("hi".into()),
+            thread_id: Some(thread.into()),
+            ..Message::default()
+        };
+        assert!(
+            with("at://did:plc:x/app.bsky.feed.post/3k")
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            with(&"é".repeat(MAX_THREAD_ID_BYTES / 2))
+                .validate()
+                .is_ok()
+        );
+        for bad in ["", &"t".repeat(MAX_THREAD_ID_BYTES + 1)] {
+            let err = with(bad).validate().unwrap_err();
+            assert_eq!(err.field, "thread_id", "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn messages_queued_before_the_display_fields_still_deserialize() {
+        let old: Message =
+            serde_json::from_str(r#"{"title":"t","body":"b","ttl":60,"priority":"normal"}"#)
+                .unwrap();
+        assert_eq!(
+            (old.channel, old.mutable_content, old.thread_id),
+            (None, false, None)
+        );
+        let unset = serde_json::to_value(Message::default()).unwrap();
+        assert_eq!(unset, serde_json::json!({"priority": "high"}));
+        let set = Message {
+            channel: Some("reply".into()),
+            mutable_content: true,
+            thread_id: Some("t1".into()),
+            ..Message::default()
+        };
+        let json = serde_json::to_value(&set).unwrap();
+        assert_eq!(
+            (
+                &json["channel"],
+                &json["mutable_content"],
+                &json["thread_id"]
+            ),
+            (
+                &serde_json::json!("reply"),
+                &serde_json::json!(true),
+                &serde_json::json!("t1")
+            )
+        );
+        assert_eq!(serde_json::from_value::<Message>(json).unwrap(), set);
     }
 }

@@ -11,6 +11,12 @@
 //!
 //! Payloads are at most 4,096 bytes: the alert body is shortened (on a
 //! character boundary) until it fits; the app's custom keys are never cut.
+//! They stay top-level siblings of `aps`, where an iOS app and its
+//! Notification Service Extension read them (`userInfo`). An alert carries
+//! `mutable-content` and `thread-id` when the message asks; a background
+//! push carries neither, since Apple wants only `content-available` in its
+//! `aps` and nothing is displayed for an extension to change or a thread to
+//! group.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -45,6 +51,9 @@ const DEVICE_TOKEN_HEX: std::ops::RangeInclusive<usize> = 64..=200;
 const APPLE_ID_LEN: usize = 10;
 /// Appended to a shortened alert body.
 const ELLIPSIS: &str = "…";
+/// Apple's value for an `aps` flag that is on: the number 1, not `true`
+/// (`content-available`, `mutable-content`).
+const APS_FLAG: u8 = 1;
 /// Apple's reasons that mean the token will never work again.
 const DEAD_REASONS: &[&str] = &[
     "Unregistered",
@@ -333,7 +342,7 @@ pub fn payload(message: &Message, push_type: ApnsPushType) -> Result<Vec<u8>, St
     let build = |body: Option<&str>| {
         let mut root = serde_json::Map::new();
         let aps = if push_type == ApnsPushType::Background {
-            json!({"content-available": 1})
+            json!({"content-available": APS_FLAG})
         } else {
             let mut alert = serde_json::Map::new();
             if let Some(title) = &message.title {
@@ -342,7 +351,11 @@ pub fn payload(message: &Message, push_type: ApnsPushType) -> Result<Vec<u8>, St
             if let Some(body) = body {
                 alert.insert("body".into(), json!(body));
             }
-            json!({"alert": alert, "sound": "default"})
+            let mut aps = serde_json::Map::new();
+            aps.insert("alert".into(), Value::Object(alert));
+            aps.insert("sound".into(), json!("default"));
+            aps.extend(alert_options(message));
+            Value::Object(aps)
         };
         root.insert("aps".into(), aps);
         root.extend(message.data.clone());
@@ -362,6 +375,20 @@ pub fn payload(message: &Message, push_type: ApnsPushType) -> Result<Vec<u8>, St
         };
         body = Some(shorten(text, bytes.len() - MAX_PAYLOAD_BYTES));
     }
+}
+
+/// The `aps` keys of a displayed notification that the message asks for
+/// beyond its text: `mutable-content` and `thread-id`. Shared with FCM's
+/// `apns` override, which reaches the same devices through Google.
+pub(crate) fn alert_options(message: &Message) -> serde_json::Map<String, Value> {
+    let mut options = serde_json::Map::new();
+    if message.mutable_content {
+        options.insert("mutable-content".into(), json!(APS_FLAG));
+    }
+    if let Some(thread) = &message.thread_id {
+        options.insert("thread-id".into(), json!(thread));
+    }
+    options
 }
 
 /// `text` without at least `excess` bytes (plus room for the ellipsis), cut
@@ -505,6 +532,30 @@ mod tests {
             json!({"aps": {"content-available": 1}, "uri": "at://x"})
         );
         assert!(payload(&message("x", json!({"aps": 1})), ApnsPushType::Alert).is_err());
+    }
+
+    #[test]
+    fn an_alert_asks_for_the_service_extension_and_a_thread_and_a_background_push_does_not() {
+        let m = Message {
+            mutable_content: true,
+            thread_id: Some("at://did:plc:x/app.bsky.feed.post/1".into()),
+            ..message("hi", json!({"reason": "reply"}))
+        };
+        let alert: Value =
+            serde_json::from_slice(&payload(&m, ApnsPushType::Alert).unwrap()).unwrap();
+        assert_eq!(
+            alert,
+            json!({
+                "aps": {
+                    "alert": {"title": "T", "body": "hi"}, "sound": "default",
+                    "mutable-content": 1, "thread-id": "at://did:plc:x/app.bsky.feed.post/1",
+                },
+                "reason": "reply",
+            })
+        );
+        let background: Value =
+            serde_json::from_slice(&payload(&m, ApnsPushType::Background).unwrap()).unwrap();
+        assert_eq!(background["aps"], json!({"content-available": 1}));
     }
 
     #[test]

@@ -215,6 +215,15 @@ fn expo_message(delivery: &Delivery) -> Value {
     if let Some(ttl) = m.ttl {
         message["ttl"] = json!(ttl);
     }
+    if let Some(channel) = &m.channel {
+        message["channelId"] = json!(channel);
+    }
+    if m.mutable_content {
+        message["mutableContent"] = json!(true);
+    }
+    // `thread_id` is not sent: Expo's message format has no field for iOS's
+    // `thread-id` (its `categoryId` names a set of notification actions, a
+    // different thing), so Expo apps cannot have their notifications grouped.
     message
 }
 

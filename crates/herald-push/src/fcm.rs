@@ -10,6 +10,13 @@
 //!
 //! FCM carries only string data values, so other JSON values are sent as
 //! their JSON text; keys FCM reserves are refused rather than renamed.
+//!
+//! A displayed notification goes to the message's Android channel, or the
+//! app's configured one, and on iOS carries `mutable-content` and
+//! `thread-id` in the `apns` override's `aps`, as a direct APNs alert
+//! would. A data-only message gets neither: an `android.notification` alone
+//! makes FCM display one, and an `aps` without an alert has nothing for an
+//! extension to change or a thread to group.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -25,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
+use crate::apns;
 use crate::http_client::HttpClientConfig;
 use crate::jwt::RsaKey;
 use crate::misconfiguration::Misconfigurations;
@@ -362,17 +370,18 @@ fn request_body(app: &FcmApp, delivery: &Delivery) -> Result<Value, String> {
         message["notification"] = Value::Object(notification);
     }
     let high = m.priority == Priority::High;
+    let displayed = message.get("notification").is_some();
     match delivery.platform {
-        Platform::Ios => message["apns"] = apns_override(m, high),
+        Platform::Ios => message["apns"] = apns_override(m, high, displayed),
         Platform::Web => message["webpush"] = webpush_override(m, high),
         Platform::Android | Platform::Desktop => {
-            message["android"] = android_override(app, m, high)
+            message["android"] = android_override(app, m, high, displayed)
         }
     }
     Ok(json!({ "message": message }))
 }
 
-fn android_override(app: &FcmApp, m: &Message, high: bool) -> Value {
+fn android_override(app: &FcmApp, m: &Message, high: bool, displayed: bool) -> Value {
     let mut android = json!({ "priority": if high { "HIGH" } else { "NORMAL" } });
     if let Some(ttl) = m.ttl {
         android["ttl"] = json!(format!("{ttl}s"));
@@ -380,13 +389,14 @@ fn android_override(app: &FcmApp, m: &Message, high: bool) -> Value {
     if let Some(key) = &m.collapse_key {
         android["collapse_key"] = json!(key);
     }
-    if let Some(channel) = &app.android_channel_id {
+    let channel = m.channel.as_ref().or(app.android_channel_id.as_ref());
+    if let Some(channel) = channel.filter(|_| displayed) {
         android["notification"] = json!({ "channel_id": channel });
     }
     android
 }
 
-fn apns_override(m: &Message, high: bool) -> Value {
+fn apns_override(m: &Message, high: bool, displayed: bool) -> Value {
     let mut headers = json!({ "apns-priority": if high { "10" } else { "5" } });
     if let Some(ttl) = m.ttl {
         let now = SystemTime::now()
@@ -398,7 +408,12 @@ fn apns_override(m: &Message, high: bool) -> Value {
     if let Some(key) = &m.collapse_key {
         headers["apns-collapse-id"] = json!(key);
     }
-    json!({ "headers": headers })
+    let mut apns = json!({ "headers": headers });
+    let aps = apns::alert_options(m);
+    if displayed && !aps.is_empty() {
+        apns["payload"] = json!({ "aps": aps });
+    }
+    apns
 }
 
 fn webpush_override(m: &Message, high: bool) -> Value {

@@ -6,6 +6,12 @@
 //! in its sync-mode logs (its issue #109); herald reads the reasons that
 //! mean a dead token from them, and reads herald's own typed `token_dead`
 //! field when the other side is a herald.
+//!
+//! The display fields map to gorush's own: on iOS `mutable_content` and
+//! `thread-id` (hyphenated, as gorush spells it); on Android, for a
+//! displayed notification, `android.notification.channel_id` in gorush's
+//! FCM v1 passthrough. A data-only message gets no `android.notification`,
+//! which would make FCM display one.
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -148,6 +154,18 @@ fn notification(app: &GorushApp, delivery: &Delivery, platform: u8) -> Value {
             .map_or(0, |d| d.as_secs());
         n["expiration"] = json!(now + u64::from(ttl));
     }
+    if platform == PLATFORM_IOS {
+        if m.mutable_content {
+            n["mutable_content"] = json!(true);
+        }
+        if let Some(thread) = &m.thread_id {
+            n["thread-id"] = json!(thread);
+        }
+    } else if let Some(channel) = &m.channel
+        && (m.title.is_some() || m.body.is_some())
+    {
+        n["android"] = json!({"notification": {"channel_id": channel}});
+    }
     n
 }
 
@@ -240,6 +258,7 @@ impl Provider for Gorush {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use herald_core::model::{Account, Message};
     use reqwest::StatusCode;
     use reqwest::header::HeaderMap;
 
@@ -249,6 +268,68 @@ mod tests {
             &HeaderMap::new(),
             &body.to_string(),
         )
+    }
+
+    fn delivery(platform: Platform, message: Message) -> Delivery {
+        Delivery {
+            id: 1,
+            device_id: 1,
+            account: Account::parse("test:alice").unwrap(),
+            app_id: AppId::parse("app").unwrap(),
+            platform,
+            transport: Transport::Gorush,
+            token: "t".into(),
+            options: Default::default(),
+            message,
+            created_at: 0,
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn the_display_fields_map_to_gorushs_own_per_platform() {
+        let app = GorushApp {
+            push_url: String::new(),
+            topic: None,
+            bearer: None,
+        };
+        let asked = Message {
+            title: Some("Bob".into()),
+            channel: Some("reply".into()),
+            mutable_content: true,
+            thread_id: Some("convo-1".into()),
+            ..Message::default()
+        };
+        let ios = notification(&app, &delivery(Platform::Ios, asked.clone()), PLATFORM_IOS);
+        assert_eq!(
+            (
+                &ios["mutable_content"],
+                &ios["thread-id"],
+                ios.get("android")
+            ),
+            (&json!(true), &json!("convo-1"), None)
+        );
+        let android = notification(
+            &app,
+            &delivery(Platform::Android, asked.clone()),
+            PLATFORM_ANDROID,
+        );
+        assert_eq!(
+            android["android"],
+            json!({"notification": {"channel_id": "reply"}})
+        );
+        assert!(android.get("thread-id").is_none() && android.get("mutable_content").is_none());
+        let data_only = Message {
+            title: None,
+            data: json!({"k": "v"}).as_object().unwrap().clone(),
+            ..asked
+        };
+        let android = notification(
+            &app,
+            &delivery(Platform::Android, data_only),
+            PLATFORM_ANDROID,
+        );
+        assert!(android.get("android").is_none(), "{android}");
     }
 
     #[test]

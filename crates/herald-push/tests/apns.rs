@@ -60,6 +60,7 @@ fn delivery(token: &str) -> Delivery {
             collapse_key: Some("dm-alice".into()),
             ttl: Some(3600),
             priority: Priority::High,
+            ..Message::default()
         },
         created_at: 0,
         attempts: 1,
@@ -96,6 +97,33 @@ async fn an_alert_goes_over_http2_with_apples_headers() {
 }
 
 #[tokio::test]
+async fn an_alert_runs_the_service_extension_in_a_thread_with_custom_keys_beside_aps() {
+    let (service, apns, _dir) = setup().await;
+    let mut d = delivery(TOKEN);
+    d.message.data = json!({
+        "reason": "reply", "uri": "at://did:plc:bob/app.bsky.feed.post/2",
+        "subject": "at://did:plc:alice/app.bsky.feed.post/1", "recipientDid": "did:plc:alice",
+    })
+    .as_object()
+    .unwrap()
+    .clone();
+    d.message.mutable_content = true;
+    d.message.thread_id = Some("at://did:plc:alice/app.bsky.feed.post/1".into());
+    assert_eq!(apns.send(&d).await, Outcome::Delivered);
+    assert_eq!(
+        service.accepted().remove(0).payload,
+        json!({
+            "aps": {
+                "alert": {"title": "Alice", "body": "hello"}, "sound": "default",
+                "mutable-content": 1, "thread-id": "at://did:plc:alice/app.bsky.feed.post/1",
+            },
+            "reason": "reply", "uri": "at://did:plc:bob/app.bsky.feed.post/2",
+            "subject": "at://did:plc:alice/app.bsky.feed.post/1", "recipientDid": "did:plc:alice",
+        })
+    );
+}
+
+#[tokio::test]
 async fn a_background_push_has_priority_5_and_no_alert() {
     let dir = tempfile::tempdir().unwrap();
     let service = ApnsService::start(dir.path(), TOPIC).await;
@@ -110,7 +138,10 @@ async fn a_background_push_has_priority_5_and_no_alert() {
         )],
     )
     .unwrap();
-    assert_eq!(apns.send(&delivery(TOKEN)).await, Outcome::Delivered);
+    let mut d = delivery(TOKEN);
+    d.message.mutable_content = true;
+    d.message.thread_id = Some("t".into());
+    assert_eq!(apns.send(&d).await, Outcome::Delivered);
     let a = service.accepted().remove(0);
     assert_eq!(
         (
@@ -119,7 +150,11 @@ async fn a_background_push_has_priority_5_and_no_alert() {
         ),
         ("background", "5")
     );
-    assert_eq!(a.payload["aps"], json!({"content-available": 1}));
+    assert_eq!(
+        a.payload["aps"],
+        json!({"content-available": 1}),
+        "nothing is displayed, so no extension and no thread"
+    );
 }
 
 #[tokio::test]

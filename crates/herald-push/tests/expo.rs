@@ -9,6 +9,7 @@ use herald_core::store::Store;
 use herald_push::HttpClientConfig;
 use herald_push::expo::{Expo, ExpoConfig};
 use herald_standins::expo::{ExpoError, ExpoService};
+use serde_json::json;
 
 fn config(service: &ExpoService, token_file: Option<std::path::PathBuf>) -> ExpoConfig {
     ExpoConfig {
@@ -84,6 +85,35 @@ async fn concurrent_sends_go_out_in_batches_of_at_most_100_with_gzip() {
         ),
         (Some("Hi"), Some("there"), Some(60), Some("high"))
     );
+}
+
+#[tokio::test]
+async fn the_channel_and_mutable_content_reach_expo_and_the_thread_id_does_not() {
+    let service = ExpoService::start(None).await;
+    let expo = Expo::new(
+        &HttpClientConfig::default(),
+        vec![(app(), config(&service, None))],
+        None,
+    )
+    .unwrap();
+    let mut asked = delivery(&token(0));
+    asked.message.channel = Some("mention".into());
+    asked.message.mutable_content = true;
+    asked.message.thread_id = Some("convo-1".into());
+    assert_eq!(expo.send(&asked).await, Outcome::Delivered);
+    assert_eq!(expo.send(&delivery(&token(1))).await, Outcome::Delivered);
+    let [asked, plain] = <[_; 2]>::try_from(service.accepted()).unwrap();
+    assert_eq!(
+        (&asked["channelId"], &asked["mutableContent"]),
+        (&json!("mention"), &json!(true))
+    );
+    assert!(
+        !asked.to_string().contains("convo-1"),
+        "Expo has no thread id field: {asked}"
+    );
+    for key in ["channelId", "mutableContent"] {
+        assert!(plain.get(key).is_none(), "{key} sent unasked: {plain}");
+    }
 }
 
 #[tokio::test]

@@ -58,6 +58,7 @@ fn delivery(token: &str, platform: Platform) -> Delivery {
             collapse_key: Some("dm".into()),
             ttl: Some(600),
             priority: Priority::High,
+            ..Message::default()
         },
         created_at: 0,
         attempts: 1,
@@ -110,6 +111,47 @@ async fn ios_and_web_devices_get_their_overrides() {
         web["webpush"]["headers"],
         json!({"Urgency": "high", "TTL": "600"})
     );
+}
+
+#[tokio::test]
+async fn the_messages_channel_wins_over_the_apps_and_data_only_messages_get_none() {
+    let s = setup().await;
+    let mut reply = delivery(TOKEN, Platform::Android);
+    reply.message.channel = Some("reply".into());
+    let mut data_only = reply.clone();
+    (data_only.message.title, data_only.message.body) = (None, None);
+    for d in [&reply, &data_only] {
+        assert_eq!(s.fcm.send(d).await, Outcome::Delivered);
+    }
+    let [reply, data_only] = <[_; 2]>::try_from(s.service.accepted()).unwrap();
+    assert_eq!(
+        reply["android"]["notification"],
+        json!({"channel_id": "reply"})
+    );
+    assert!(
+        data_only["android"].get("notification").is_none(),
+        "an android.notification would make FCM display it: {data_only}"
+    );
+}
+
+#[tokio::test]
+async fn ios_devices_get_mutable_content_and_thread_id_in_aps() {
+    let s = setup().await;
+    let mut d = delivery(TOKEN, Platform::Ios);
+    d.message.mutable_content = true;
+    d.message.thread_id = Some("convo-1".into());
+    assert_eq!(s.fcm.send(&d).await, Outcome::Delivered);
+    assert_eq!(
+        s.fcm.send(&delivery(TOKEN, Platform::Ios)).await,
+        Outcome::Delivered
+    );
+    let [asked, plain] = <[_; 2]>::try_from(s.service.accepted()).unwrap();
+    assert_eq!(
+        asked["apns"]["payload"],
+        json!({"aps": {"mutable-content": 1, "thread-id": "convo-1"}})
+    );
+    assert_eq!(asked["apns"]["headers"]["apns-priority"], "10");
+    assert!(plain["apns"].get("payload").is_none(), "{plain}");
 }
 
 #[tokio::test]

@@ -107,6 +107,50 @@ async fn posts_the_message_with_ttl_and_urgency() {
 }
 
 #[tokio::test]
+async fn the_display_fields_travel_in_the_json_body_only_when_set() {
+    let (addr, seen) = start().await;
+    let asked = Message {
+        channel: Some("reply".into()),
+        mutable_content: true,
+        thread_id: Some("convo-1".into()),
+        ..hello()
+    };
+    let p = provider();
+    for message in [asked, hello()] {
+        let outcome = p
+            .send(&delivery(format!("http://{addr}/201"), message))
+            .await;
+        assert_eq!(outcome, Outcome::Delivered);
+    }
+    let bodies: Vec<serde_json::Value> = seen
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, body)| serde_json::from_slice(body).unwrap())
+        .collect();
+    assert_eq!(
+        (
+            &bodies[0]["channel"],
+            &bodies[0]["mutable_content"],
+            &bodies[0]["thread_id"]
+        ),
+        (
+            &serde_json::json!("reply"),
+            &serde_json::json!(true),
+            &serde_json::json!("convo-1")
+        )
+    );
+    for key in ["channel", "mutable_content", "thread_id"] {
+        assert!(
+            bodies[1].get(key).is_none(),
+            "{key} sent unset: {}",
+            bodies[1]
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_message_without_ttl_gets_the_default() {
     let (addr, seen) = start().await;
     let message = Message {

@@ -67,6 +67,9 @@ fn message() -> Message {
         collapse_key: Some("chat:alice".into()),
         ttl: Some(300),
         priority: Priority::Normal,
+        channel: Some("chat-messages".into()),
+        mutable_content: true,
+        thread_id: Some("convo-1".into()),
     }
 }
 
@@ -110,6 +113,16 @@ async fn an_encrypted_signed_push_is_decrypted_by_the_service() {
     let got = s.service.received().remove(0);
     let plaintext: Message = serde_json::from_slice(&got.plaintext).unwrap();
     assert_eq!(plaintext, message());
+    let fields: serde_json::Value = serde_json::from_slice(&got.plaintext).unwrap();
+    assert_eq!(
+        (
+            &fields["channel"],
+            &fields["mutable_content"],
+            &fields["thread_id"]
+        ),
+        (&json!("chat-messages"), &json!(true), &json!("convo-1")),
+        "the service worker reads the display fields by these names"
+    );
     assert_eq!(got.headers["ttl"], "300");
     assert_eq!(got.headers["urgency"], "normal");
     assert_eq!(got.headers["content-encoding"], "aes128gcm");

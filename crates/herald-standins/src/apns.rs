@@ -7,6 +7,13 @@
 //! 4,096-byte payload limit, and answers with Apple's status codes and
 //! `{"reason": …}` bodies. Answers can be scripted per device token; the
 //! provider tokens seen and the connections accepted are counted.
+//!
+//! It is stricter than Apple in one place: `aps` flags
+//! (`content-available`, `mutable-content`) must be the number 0 or 1 and
+//! `thread-id` a string. Apple accepts other values and the device then
+//! quietly ignores them (no extension runs, no thread groups), so the
+//! stand-in refuses them with its own reason, [`BAD_APS_VALUE`], to make
+//! the mistake fail a test instead.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -36,6 +43,11 @@ pub const KEY_ID: &str = "KEY1234567";
 const MAX_PAYLOAD: usize = 4096;
 /// Apple refuses provider tokens older than an hour.
 const TOKEN_MAX_AGE_SECS: u64 = 3600;
+/// The stand-in's own reason for an `aps` value the device would ignore;
+/// not one of Apple's.
+pub const BAD_APS_VALUE: &str = "StandInBadApsValue";
+/// `aps` keys whose value is a flag: Apple's documented values are 0 and 1.
+const APS_FLAGS: &[&str] = &["content-available", "mutable-content"];
 const PUSH_TYPES: &[&str] = &[
     "alert",
     "background",
@@ -287,8 +299,56 @@ fn check_request(
         return Err((413, "PayloadTooLarge"));
     }
     let payload: Value = serde_json::from_slice(body).map_err(|_| (400, "PayloadEmpty"))?;
-    if !payload["aps"].is_object() {
+    let Some(aps) = payload["aps"].as_object() else {
         return Err((400, "PayloadEmpty"));
+    };
+    let flags_ok = APS_FLAGS
+        .iter()
+        .filter_map(|flag| aps.get(*flag))
+        .all(|v| v.as_u64().is_some_and(|n| n <= 1));
+    if !flags_ok || aps.get("thread-id").is_some_and(|t| !t.is_string()) {
+        return Err((400, BAD_APS_VALUE));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert_headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("apns-topic", "org.example.chat".parse().unwrap());
+        h.insert("apns-push-type", "alert".parse().unwrap());
+        h.insert("apns-priority", "10".parse().unwrap());
+        h
+    }
+
+    fn check(aps: Value) -> Result<(), Refusal> {
+        let body = json!({"aps": aps, "reason": "reply"}).to_string();
+        check_request(
+            "org.example.chat",
+            &"ab".repeat(32),
+            &alert_headers(),
+            body.as_bytes(),
+        )
+    }
+
+    #[test]
+    fn aps_flags_are_the_numbers_0_or_1_and_a_thread_id_is_a_string() {
+        let alert = json!({"title": "T"});
+        assert_eq!(
+            check(json!({"alert": alert, "mutable-content": 1, "thread-id": "t"})),
+            Ok(())
+        );
+        for bad in [
+            json!({"alert": alert, "mutable-content": true}),
+            json!({"alert": alert, "mutable-content": "1"}),
+            json!({"alert": alert, "mutable-content": 2}),
+            json!({"content-available": true}),
+            json!({"alert": alert, "thread-id": 7}),
+        ] {
+            assert_eq!(check(bad.clone()), Err((400, BAD_APS_VALUE)), "{bad}");
+        }
+    }
 }

@@ -3,8 +3,11 @@
 //! Checks what Expo checks: at most 100 messages per request (400
 //! `PUSH_TOO_MANY_NOTIFICATIONS`), at most 1,000 receipt ids, the access
 //! token when one is required (401 `UNAUTHORIZED`), gzip request bodies,
-//! token shape and the 4,096-byte message limit (per-ticket errors). Tickets
-//! and receipts can be scripted per token; batch sizes are recorded.
+//! the types of the display fields (`channelId` a string, `mutableContent`
+//! a boolean: a schema error refuses the whole request with 400
+//! `VALIDATION_ERROR`), token shape and the 4,096-byte message limit
+//! (per-ticket errors). Tickets and receipts can be scripted per token;
+//! batch sizes are recorded.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -22,6 +25,25 @@ use serde_json::{Value, json};
 const MAX_MESSAGES: usize = 100;
 const MAX_RECEIPT_IDS: usize = 1000;
 const MAX_MESSAGE_BYTES: usize = 4096;
+/// A message field Expo's schema types, and the type as its errors name it.
+struct TypedField {
+    name: &'static str,
+    is_type: fn(&Value) -> bool,
+    type_name: &'static str,
+}
+
+const TYPED_FIELDS: &[TypedField] = &[
+    TypedField {
+        name: "channelId",
+        is_type: Value::is_string,
+        type_name: "a string",
+    },
+    TypedField {
+        name: "mutableContent",
+        is_type: Value::is_boolean,
+        type_name: "a boolean",
+    },
+];
 
 /// An error Expo reports in a ticket or a receipt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,6 +231,9 @@ async fn send(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> R
             "You are trying to send more than 100 push notifications in one request.",
         );
     }
+    if let Some(why) = schema_error(&messages) {
+        return request_error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", &why);
+    }
     let mut s = state.lock().unwrap();
     if s.throttle > 0 {
         s.throttle -= 1;
@@ -223,6 +248,17 @@ async fn send(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> R
     s.batch_sizes.push(messages.len());
     let tickets: Vec<Value> = messages.into_iter().map(|m| ticket(&mut s, m)).collect();
     axum::Json(json!({ "data": tickets })).into_response()
+}
+
+/// The first field of any message whose type Expo's schema refuses.
+fn schema_error(messages: &[Value]) -> Option<String> {
+    messages.iter().enumerate().find_map(|(i, message)| {
+        TYPED_FIELDS.iter().find_map(|field| {
+            let value = message.get(field.name)?;
+            (!(field.is_type)(value))
+                .then(|| format!("\"[{i}].{}\" must be {}.", field.name, field.type_name))
+        })
+    })
 }
 
 fn ticket(s: &mut Expo, message: Value) -> Value {
@@ -273,4 +309,28 @@ async fn get_receipts(State(state): State<Shared>, headers: HeaderMap, body: Byt
         }
     }
     axum::Json(json!({ "data": data })).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_id_is_a_string_and_mutable_content_a_boolean() {
+        let ok =
+            json!({"to": "ExponentPushToken[a]", "channelId": "reply", "mutableContent": true});
+        assert_eq!(schema_error(std::slice::from_ref(&ok)), None);
+        for (bad, says) in [
+            (
+                json!({"channelId": 7}),
+                "\"[1].channelId\" must be a string.",
+            ),
+            (
+                json!({"mutableContent": 1}),
+                "\"[1].mutableContent\" must be a boolean.",
+            ),
+        ] {
+            assert_eq!(schema_error(&[ok.clone(), bad]).as_deref(), Some(says));
+        }
+    }
 }

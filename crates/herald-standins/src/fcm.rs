@@ -4,8 +4,8 @@
 //! service account's key, issuer, audience, scope, lifetime) and issues an
 //! access token; `/v1/projects/{project}/messages:send` accepts only issued,
 //! unrevoked tokens and checks the message the way FCM does (one target,
-//! string data values, reserved keys, TTL format, size). Answers use FCM's
-//! error bodies. The service account's key is a test-only RSA key in
+//! string data values, reserved keys, TTL format, a string notification
+//! channel, an object APNs payload, size). Answers use FCM's error bodies. The service account's key is a test-only RSA key in
 //! `fixtures/`, because ring (our RSA implementation) cannot generate one.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -422,6 +422,31 @@ fn check_message(message: &Value) -> Result<(), (String, String)> {
                 "Invalid value at 'message.android.ttl' (type.googleapis.com/google.protobuf.Duration)",
             ));
         }
+        if let Some(notification) = android.get("notification") {
+            if !notification.is_object() {
+                return Err(violation(
+                    "message.android.notification",
+                    "Invalid value at 'message.android.notification' (type.googleapis.com/google.firebase.fcm.v1.AndroidNotification)",
+                ));
+            }
+            if notification
+                .get("channel_id")
+                .is_some_and(|c| !c.is_string())
+            {
+                return Err(violation(
+                    "message.android.notification.channel_id",
+                    "Invalid value at 'message.android.notification.channel_id' (TYPE_STRING)",
+                ));
+            }
+        }
+    }
+    if let Some(payload) = message["apns"].get("payload")
+        && !payload.is_object()
+    {
+        return Err(violation(
+            "message.apns.payload",
+            "Invalid value at 'message.apns.payload' (type.googleapis.com/google.protobuf.Struct)",
+        ));
     }
     for section in ["apns", "webpush"] {
         let headers = message[section]["headers"].as_object();
@@ -452,4 +477,47 @@ fn is_duration(value: &Value) -> bool {
         && whole.bytes().all(|b| b.is_ascii_digit())
         && (1..=9).contains(&fraction.len())
         && fraction.bytes().all(|b| b.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(extra: Value) -> Value {
+        let mut m = json!({"token": "t", "notification": {"title": "T"}});
+        m.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        m
+    }
+
+    #[test]
+    fn a_channel_is_a_string_and_an_apns_payload_an_object() {
+        assert!(
+            check_message(&message(json!({
+                "android": {"notification": {"channel_id": "reply"}},
+            })))
+            .is_ok()
+        );
+        assert!(
+            check_message(&message(json!({
+                "apns": {"payload": {"aps": {"mutable-content": 1}}},
+            })))
+            .is_ok()
+        );
+        for (bad, field) in [
+            (
+                json!({"android": {"notification": {"channel_id": 7}}}),
+                "message.android.notification.channel_id",
+            ),
+            (
+                json!({"android": {"notification": "reply"}}),
+                "message.android.notification",
+            ),
+            (json!({"apns": {"payload": "aps"}}), "message.apns.payload"),
+        ] {
+            let (got, why) = check_message(&message(bad.clone())).unwrap_err();
+            assert_eq!(got, field, "{bad}: {why}");
+        }
+    }
 }

@@ -30,7 +30,8 @@ pub const MAX_NOTIFICATIONS: usize = 100;
 pub const MAX_TOKENS: usize = 500;
 
 /// One entry of gorush's `notifications` array; fields herald has no use
-/// for (HMS, Live Activities, FCM passthrough structs) are accepted and ignored.
+/// for (HMS, Live Activities, most of the FCM passthrough structs) are
+/// accepted and ignored.
 #[derive(Deserialize)]
 pub struct GorushNotification {
     #[serde(default)]
@@ -51,6 +52,28 @@ pub struct GorushNotification {
     expiration: Option<u64>,
     #[serde(default)]
     topic: Option<String>,
+    /// iOS: run the app's Notification Service Extension.
+    #[serde(default)]
+    mutable_content: bool,
+    /// iOS: the notification thread (gorush spells it with a hyphen).
+    #[serde(default, rename = "thread-id")]
+    thread_id: Option<String>,
+    #[serde(default)]
+    android: Option<AndroidConfig>,
+}
+
+/// The part of gorush's FCM v1 `android` passthrough (Firebase's
+/// `AndroidConfig`) that herald honours: the notification channel.
+#[derive(Deserialize)]
+struct AndroidConfig {
+    #[serde(default)]
+    notification: Option<AndroidNotification>,
+}
+
+#[derive(Deserialize)]
+struct AndroidNotification {
+    #[serde(default)]
+    channel_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -98,6 +121,13 @@ fn message(n: &GorushNotification) -> Message {
             Some("normal") => Priority::Normal,
             _ => Priority::High,
         },
+        channel: n
+            .android
+            .as_ref()
+            .and_then(|a| a.notification.as_ref())
+            .and_then(|n| n.channel_id.clone()),
+        mutable_content: n.mutable_content,
+        thread_id: n.thread_id.clone(),
     }
 }
 

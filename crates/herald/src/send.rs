@@ -87,9 +87,9 @@ async fn prepare(config: &Config, args: SendArgs) -> Result<Prepared, String> {
         title: args.title,
         body: args.body,
         data,
-        collapse_key: None,
         ttl: args.ttl,
         priority: args.priority,
+        ..Message::default()
     };
     message.validate().map_err(|e| e.to_string())?;
     let registration = NewDevice {

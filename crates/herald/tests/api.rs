@@ -203,10 +203,37 @@ async fn malformed_and_hostile_bodies_get_json_errors_and_store_nothing() {
             "bad priority",
             json!({"account": "test:alice", "body": "x", "priority": "urgent"}),
         ),
+        (
+            "channel with a space",
+            json!({"account": "test:alice", "body": "x", "channel": "chat messages"}),
+        ),
+        (
+            "channel too long",
+            json!({"account": "test:alice", "body": "x", "channel": "c".repeat(65)}),
+        ),
+        (
+            "thread_id too long",
+            json!({"account": "test:alice", "body": "x", "thread_id": "t".repeat(65)}),
+        ),
+        (
+            "mutable_content not a boolean",
+            json!({"account": "test:alice", "body": "x", "mutable_content": 1}),
+        ),
     ] {
         let (status, err) = herald.notify(body).await;
         assert_eq!(status, 400, "{what}: {err}");
     }
+    let (_, err) = herald
+        .notify(json!({"account": "test:alice", "body": "x", "channel": "chat messages"}))
+        .await;
+    assert_eq!(err["error"], "invalid_request");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("channel: may contain only"),
+        "{err}"
+    );
     let nested = format!(
         r#"{{"account":"test:alice","data":{{"a":{}1{}}}}}"#,
         "[".repeat(5_000),

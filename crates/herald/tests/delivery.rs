@@ -31,6 +31,7 @@ async fn a_notification_reaches_the_registered_device() {
             "account": "test:alice", "title": "Bob", "body": "liked your post",
             "data": {"uri": "at://did:plc:bob/app.bsky.feed.like/1"}, "ttl": 600,
             "priority": "normal", "collapse_key": "likes",
+            "channel": "like", "mutable_content": true, "thread_id": "post-1",
         }))
         .await;
     assert_eq!(status, 202);
@@ -42,6 +43,14 @@ async fn a_notification_reaches_the_registered_device() {
     assert_eq!(
         arrival.body["data"]["uri"],
         "at://did:plc:bob/app.bsky.feed.like/1"
+    );
+    assert_eq!(
+        (
+            &arrival.body["channel"],
+            &arrival.body["mutable_content"],
+            &arrival.body["thread_id"]
+        ),
+        (&json!("like"), &json!(true), &json!("post-1"))
     );
     assert_eq!(arrival.headers["ttl"], "600");
     assert_eq!(arrival.headers["urgency"], "normal");

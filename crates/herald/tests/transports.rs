@@ -198,6 +198,45 @@ async fn the_gorush_api_answers_in_gorush_shape_with_typed_dead_tokens() {
 }
 
 #[tokio::test]
+async fn the_gorush_api_honours_mutable_content_thread_id_and_the_android_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let fcm = FcmService::start(dir.path()).await;
+    let herald = Herald::start_edited(dir.path(), with_tables(gorush_api_tables(&fcm))).await;
+    let ios = json!({"notifications": [{
+        "tokens": [FCM_TOKEN], "platform": 1, "title": "Bob", "message": "replied",
+        "mutable_content": true, "thread-id": "convo-1",
+    }]});
+    let android = json!({"notifications": [{
+        "tokens": [FCM_TOKEN], "platform": 2, "title": "Bob", "message": "replied",
+        "android": {"priority": "high", "notification": {"channel_id": "reply", "sound": "default"}},
+    }]});
+    for body in [&ios, &android] {
+        let (status, answer) = gorush_push(&herald, Some(GORUSH_TOKEN), body).await;
+        assert_eq!(
+            (status, answer["logs"].as_array().map(Vec::len)),
+            (200, Some(0)),
+            "{answer}"
+        );
+    }
+    let [ios, android] = <[_; 2]>::try_from(fcm.accepted()).unwrap();
+    assert_eq!(
+        ios["apns"]["payload"]["aps"],
+        json!({"mutable-content": 1, "thread-id": "convo-1"})
+    );
+    assert_eq!(android["android"]["notification"]["channel_id"], "reply");
+
+    let bad = json!({"notifications": [{
+        "tokens": [FCM_TOKEN], "platform": 2, "message": "m",
+        "android": {"notification": {"channel_id": "chat messages"}},
+    }]});
+    let (status, answer) = gorush_push(&herald, Some(GORUSH_TOKEN), &bad).await;
+    assert_eq!(status, 200, "{answer}");
+    let error = answer["logs"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("channel: may contain only"), "{answer}");
+    assert_eq!(fcm.accepted().len(), 2, "nothing invalid was sent");
+}
+
+#[tokio::test]
 async fn a_herald_forwards_through_gorush_to_another_herald() {
     let upstream_dir = tempfile::tempdir().unwrap();
     let fcm = FcmService::start(upstream_dir.path()).await;

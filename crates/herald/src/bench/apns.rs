@@ -109,9 +109,9 @@ fn delivery(app: &AppId, n: usize) -> Delivery {
                 .as_object()
                 .cloned()
                 .unwrap_or_default(),
-            collapse_key: None,
             ttl: Some(3600),
             priority: Priority::High,
+            ..Message::default()
         },
         created_at: 0,
         attempts: 1,

@@ -33,6 +33,8 @@ pub struct BlockGraph {
     blocked_lists: PairCounts<Did, AtUri>,
     /// list → members.
     members: PairCounts<AtUri, Did>,
+    /// list → accounts blocking through it (`blocked_lists` reversed).
+    subscribers: PairCounts<AtUri, Did>,
 }
 
 /// What one record contributes to the graph.
@@ -84,6 +86,11 @@ impl BlockGraph {
                 .any(|list| self.members.contains(list, subject))
     }
 
+    /// The accounts that block through `list`.
+    pub fn list_subscribers<'a>(&'a self, list: &'a AtUri) -> impl Iterator<Item = &'a Did> + 'a {
+        self.subscribers.values(list)
+    }
+
     /// Whether either account blocks the other: what hides a notification.
     pub fn either_blocks(&self, a: &Did, b: &Did) -> bool {
         self.blocks(a, b) || self.blocks(b, a)
@@ -92,7 +99,10 @@ impl BlockGraph {
     fn link(&mut self, owner: &Did, edge: &Edge) {
         match edge {
             Edge::Block(subject) => self.direct.add(owner, subject),
-            Edge::ListBlock(list) => self.blocked_lists.add(owner, list),
+            Edge::ListBlock(list) => {
+                self.blocked_lists.add(owner, list);
+                self.subscribers.add(list, owner);
+            }
             Edge::ListItem { list, member } => self.members.add(list, member),
         }
     }
@@ -100,7 +110,10 @@ impl BlockGraph {
     fn unlink(&mut self, owner: &Did, edge: &Edge) {
         match edge {
             Edge::Block(subject) => self.direct.remove(owner, subject),
-            Edge::ListBlock(list) => self.blocked_lists.remove(owner, list),
+            Edge::ListBlock(list) => {
+                self.blocked_lists.remove(owner, list);
+                self.subscribers.remove(list, owner);
+            }
             Edge::ListItem { list, member } => self.members.remove(list, member),
         }
     }

@@ -34,6 +34,8 @@ pub mod nsid {
     pub const ACTOR_PROFILE: &str = "app.bsky.actor.profile";
     /// Not subscribed to: the collection a `joinedViaStarterPack` must point into.
     pub const GRAPH_STARTERPACK: &str = "app.bsky.graph.starterpack";
+    /// Not subscribed to: a liked custom feed is worded differently.
+    pub const FEED_GENERATOR: &str = "app.bsky.feed.generator";
 }
 
 /// Exactly the collections whose records are decoded: what a Jetstream

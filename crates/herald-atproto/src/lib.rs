@@ -6,12 +6,21 @@
 //! (atproto.md §4.4). `jetstream_event` decodes Jetstream events, `rules`
 //! turns them into notification candidates as the AppView would (§10),
 //! reading a `RuleState` (`rule_state`, with `block_graph`).
+//! `jetstream` is the source that reads a Jetstream server (v1 or v2) and
+//! hands on each event's JSON with its cursor; `jetstream_frame` decompresses
+//! its dictionary-compressed frames under size caps (§7, §8).
 
 pub mod at_uri;
 pub mod block_graph;
 pub mod did;
+pub mod jetstream;
 pub mod jetstream_event;
+pub mod jetstream_frame;
+pub mod jetstream_pipeline;
+pub mod recipients;
 pub mod registration;
+pub mod render;
+pub mod replay;
 pub mod resolver;
 pub mod rule_state;
 pub mod rules;

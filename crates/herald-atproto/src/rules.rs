@@ -328,8 +328,8 @@ mod tests {
     use crate::jetstream_event::parse_event;
     use crate::rule_state::MemoryState;
     use crate::test_support::{
-        ALICE, BOB, CAROL, DAVE, EVE, GOLDEN, create, delete, did, post_uri, record_uri,
-        strong_ref, update,
+        ALICE, BOB, CAROL, DAVE, EVE, GOLDEN, create, delete, did, golden_dids, post_uri,
+        record_uri, strong_ref, update,
     };
     use herald_core::model::{MAX_COLLAPSE_KEY_BYTES, MAX_DEDUPE_KEY_BYTES};
     use serde_json::{Value, json};
@@ -430,12 +430,8 @@ mod tests {
     /// Every account in the golden events.
     fn everyone_in_golden() -> MemoryState {
         let mut state = MemoryState::new();
-        for line in GOLDEN.lines() {
-            for word in line.split(['"', '/']) {
-                if let Ok(account) = Did::parse(word) {
-                    state.register(account);
-                }
-            }
+        for account in golden_dids() {
+            state.register(account);
         }
         state
     }

@@ -21,6 +21,18 @@ pub const EVE: &str = "did:plc:eveeeeeeeeeeeeeeeeeeeeee";
 /// A fixed `time_us` for crafted events; the rules never read it.
 const TIME_US: u64 = 1_779_719_009_000_000;
 
+/// Every account the golden events name, as actor or in a record.
+pub fn golden_dids() -> Vec<Did> {
+    let mut dids: Vec<Did> = GOLDEN
+        .lines()
+        .flat_map(|line| line.split(['"', '/']))
+        .filter_map(|word| Did::parse(word).ok())
+        .collect();
+    dids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    dids.dedup();
+    dids
+}
+
 pub fn did(text: &str) -> Did {
     Did::parse(text).unwrap()
 }

@@ -49,6 +49,10 @@ pub trait Store: Send + Sync {
 
     async fn count_devices(&self) -> Result<u64, StoreError>;
 
+    /// Every account of `namespace` (`atproto`, `nostr`, …) with at least one
+    /// device: what a source's recipient index starts from.
+    async fn accounts_in(&self, namespace: &str) -> Result<Vec<Account>, StoreError>;
+
     /// The last cursor a source committed, if any.
     async fn cursor(&self, source: &str) -> Result<Option<String>, StoreError>;
 }

@@ -239,6 +239,27 @@ impl Store for SqlStore {
         count(&self.pool, "SELECT COUNT(*) FROM devices").await
     }
 
+    async fn accounts_in(&self, namespace: &str) -> Result<Vec<Account>, StoreError> {
+        // An exact prefix comparison rather than LIKE (no wildcard in the
+        // namespace can widen it) or a range (a locale collation does not
+        // order ':' and ';' bytewise). Run at start-up only, so no index.
+        let prefix = format!("{namespace}:");
+        let accounts: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT account FROM devices WHERE substr(account, 1, $1) = $2 ORDER BY account",
+        )
+        .bind(i32::try_from(prefix.chars().count()).unwrap_or(i32::MAX))
+        .bind(prefix)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        accounts
+            .iter()
+            .map(|a| {
+                Account::parse(a).map_err(|e| StoreError::Corrupt(format!("account {a:?}: {e}")))
+            })
+            .collect()
+    }
+
     async fn cursor(&self, source: &str) -> Result<Option<String>, StoreError> {
         sqlx::query_scalar("SELECT cursor FROM cursors WHERE source = $1")
             .bind(source)

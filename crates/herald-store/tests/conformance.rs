@@ -133,6 +133,7 @@ conformance!(
     registering_twice_keeps_one_device,
     a_token_registered_by_another_account_moves_and_drops_old_deliveries,
     devices_are_removed_by_token_and_by_id,
+    accounts_are_listed_by_namespace_once_each,
     claimed_deliveries_carry_everything_the_provider_needs,
     claims_are_per_transport_and_bounded,
     a_leased_delivery_is_not_claimed_again_until_the_lease_ends,
@@ -178,6 +179,9 @@ fn message(body: &str) -> Message {
         collapse_key: Some("c".into()),
         ttl: Some(3600),
         priority: Priority::Normal,
+        channel: Some("reply".into()),
+        mutable_content: true,
+        thread_id: Some("t".into()),
     }
 }
 
@@ -266,6 +270,39 @@ async fn devices_are_removed_by_token_and_by_id(h: &Harness) {
     assert!(store.remove_device_by_id(a.id).await.unwrap());
     assert!(!store.remove_device_by_id(a.id).await.unwrap());
     assert_eq!(store.count_devices().await.unwrap(), 0);
+}
+
+async fn accounts_are_listed_by_namespace_once_each(h: &Harness) {
+    let store = &h.store;
+    let register = |account: &str, token: &str| NewDevice {
+        account: Account::parse(account).unwrap(),
+        ..registration("unused", token, Transport::UnifiedPush)
+    };
+    for (account, token) in [
+        ("atproto:did:plc:bbb", "1"),
+        ("atproto:did:plc:aaa", "2"),
+        ("atproto:did:plc:aaa", "3"),
+        ("atprotox:did:plc:ccc", "4"),
+        ("nostr:abcdef", "5"),
+    ] {
+        store
+            .upsert_device(&register(account, token), 1_000)
+            .await
+            .unwrap();
+    }
+    let listed = |accounts: Vec<Account>| -> Vec<String> {
+        accounts.iter().map(|a| a.as_str().to_owned()).collect()
+    };
+    assert_eq!(
+        listed(store.accounts_in("atproto").await.unwrap()),
+        ["atproto:did:plc:aaa", "atproto:did:plc:bbb"]
+    );
+    assert_eq!(
+        listed(store.accounts_in("nostr").await.unwrap()),
+        ["nostr:abcdef"]
+    );
+    assert!(store.accounts_in("status").await.unwrap().is_empty());
+    assert!(store.accounts_in("%").await.unwrap().is_empty());
 }
 
 async fn claimed_deliveries_carry_everything_the_provider_needs(h: &Harness) {

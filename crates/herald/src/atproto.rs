@@ -14,7 +14,6 @@ use herald_atproto::service_auth::{ServiceAuthVerifier, VerifierConfig};
 use herald_core::StoreError;
 use herald_core::model::{Account, AppId, NewDevice};
 use herald_core::store::Store;
-use herald_core::time::now_ms;
 use serde_json::{Value, json};
 
 use crate::config::Config;
@@ -168,10 +167,7 @@ impl Runtime {
                 "this account already has {max_devices} push tokens registered; unregister one first"
             )));
         }
-        self.store
-            .upsert_device(&device, now_ms())
-            .await
-            .map_err(store_error)?;
+        self.store_device(&device).await.map_err(store_error)?;
         Ok(())
     }
 
@@ -199,6 +195,8 @@ impl Runtime {
                     .map_err(store_error)?;
             }
         }
-        Ok(())
+        self.forget_if_deviceless(&device.account)
+            .await
+            .map_err(store_error)
     }
 }

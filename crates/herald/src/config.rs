@@ -123,6 +123,84 @@ pub struct AtprotoConfig {
     pub allow_high_s: bool,
     /// How long a resolved DID document is trusted.
     pub did_cache_secs: u64,
+    /// `[atproto.jetstream]`: where herald reads the network from.
+    pub jetstream: JetstreamSettings,
+}
+
+/// `[atproto.jetstream]`: the Jetstream source, run when herald has an AT
+/// Protocol identity and at least one AT Protocol account has a device.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JetstreamSettings {
+    pub enabled: bool,
+    /// Base URLs to fail over between, in order.
+    pub urls: Vec<String>,
+    /// `v1` (`/subscribe`, which every Jetstream serves); `v2` is not supported yet.
+    pub api: String,
+    /// Ask for dictionary-compressed frames.
+    pub compress: bool,
+    /// Events older than this push nothing (a long outage replays silently).
+    pub max_event_age_secs: u64,
+}
+
+impl Default for JetstreamSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            // Bluesky's public v1 instances (atproto.md §7).
+            urls: vec![
+                "wss://jetstream1.us-east.bsky.network".into(),
+                "wss://jetstream2.us-east.bsky.network".into(),
+                "wss://jetstream1.us-west.bsky.network".into(),
+                "wss://jetstream2.us-west.bsky.network".into(),
+            ],
+            api: "v1".into(),
+            compress: true,
+            max_event_age_secs: herald_atproto::jetstream_pipeline::DEFAULT_MAX_EVENT_AGE.as_secs(),
+        }
+    }
+}
+
+impl JetstreamSettings {
+    /// The source's configuration; an error names the bad setting.
+    pub fn source_config(&self) -> Result<herald_atproto::jetstream::JetstreamConfig, String> {
+        use herald_atproto::jetstream::{JetstreamApi, JetstreamConfig};
+        // The source speaks v2 too, but the rules read v1 events only so far.
+        let api = match self.api.as_str() {
+            "v1" => JetstreamApi::V1,
+            "v2" => {
+                return Err(
+                    "atproto.jetstream.api: v2 is not supported yet; use v1 (every Jetstream serves /subscribe)"
+                        .into(),
+                );
+            }
+            other => return Err(format!("atproto.jetstream.api: {other:?} is not v1")),
+        };
+        if self.urls.is_empty() {
+            return Err(
+                "atproto.jetstream.urls: give at least one URL, or set enabled = false".into(),
+            );
+        }
+        let urls = self
+            .urls
+            .iter()
+            .map(|u| {
+                url::Url::parse(u)
+                    .ok()
+                    .filter(|p| matches!(p.scheme(), "ws" | "wss"))
+                    .ok_or_else(|| {
+                        format!("atproto.jetstream.urls: {u:?} is not a ws:// or wss:// URL")
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let collections = herald_atproto::jetstream_event::RULE_COLLECTIONS
+            .iter()
+            .map(|c| (*c).to_owned())
+            .collect();
+        let mut config = JetstreamConfig::new(urls, api, collections);
+        config.compress = self.compress;
+        Ok(config)
+    }
 }
 
 impl Default for AtprotoConfig {
@@ -136,6 +214,7 @@ impl Default for AtprotoConfig {
             max_token_lifetime_secs: herald_atproto::service_auth::DEFAULT_MAX_LIFETIME.as_secs(),
             allow_high_s: false,
             did_cache_secs: 60 * 60,
+            jetstream: JetstreamSettings::default(),
         }
     }
 }

@@ -6,6 +6,7 @@ mod atproto;
 mod bench;
 mod config;
 mod gorush_api;
+mod jetstream;
 mod metrics;
 mod runtime;
 mod send;
@@ -46,6 +47,11 @@ enum Command {
     Send(send::SendArgs),
     /// Apply database migrations and exit.
     Migrate,
+    /// AT Protocol tools.
+    Atproto {
+        #[command(subcommand)]
+        action: AtprotoAction,
+    },
     /// Generate keys.
     Keys {
         #[command(subcommand)]
@@ -68,6 +74,20 @@ enum KeyKind {
         /// Where to write the private key; refuses to overwrite.
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AtprotoAction {
+    /// Print, one JSON line each, the notifications that recorded Jetstream v1
+    /// events would cause for the registered accounts; sends nothing.
+    Replay {
+        /// Jetstream v1 JSON lines; `-` reads standard input.
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
+        /// An account with devices (repeatable); only these are told anything.
+        #[arg(long = "register", value_name = "DID", required = true)]
+        registered: Vec<String>,
     },
 }
 
@@ -112,6 +132,9 @@ async fn run(command: Command, config: Config) -> ExitCode {
         } => config_check(&config),
         Command::Send(args) => send::run(&config, args).await,
         Command::Migrate => migrate(&config).await,
+        Command::Atproto {
+            action: AtprotoAction::Replay { input, registered },
+        } => atproto_replay(&input, &registered),
         Command::Keys {
             kind: KeyKind::Vapid { out },
         } => vapid_keys(&out),
@@ -228,6 +251,40 @@ fn transport_check(
 
 /// Writes a new VAPID private key to `out` (never overwriting, owner-only)
 /// and prints the public key; the private key never reaches the terminal.
+fn atproto_replay(input: &std::path::Path, registered: &[String]) -> ExitCode {
+    use herald_atproto::did::Did;
+    let dids = match registered
+        .iter()
+        .map(|d| Did::parse(d))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(dids) => dids,
+        Err(e) => return fail("--register", e),
+    };
+    let reader: Box<dyn std::io::BufRead> = if input.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        match std::fs::File::open(input) {
+            Ok(f) => Box::new(std::io::BufReader::new(f)),
+            Err(e) => return fail(&format!("cannot read {}", input.display()), e),
+        }
+    };
+    let out = std::io::BufWriter::new(std::io::stdout().lock());
+    match herald_atproto::replay::replay(reader, dids, out, std::io::stderr().lock()) {
+        Ok(summary) => {
+            eprintln!(
+                "herald: {} events, {} skipped, {} notifications",
+                summary.events, summary.skipped, summary.notifications
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("herald: replay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn vapid_keys(out: &std::path::Path) -> ExitCode {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;

@@ -3,13 +3,18 @@
 //! the same code a user runs.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use herald_atproto::did::Did;
+use herald_atproto::jetstream::JetstreamConfig;
+use herald_atproto::recipients::RecipientIndex;
+use herald_core::StoreError;
 use herald_core::dispatcher::Dispatcher;
 use herald_core::fan_out::FanOut;
-use herald_core::model::{AppId, NewDevice, Platform, Transport};
+use herald_core::model::{Account, AppId, Device, NewDevice, Platform, Transport};
 use herald_core::provider::Provider;
 use herald_core::store::{Queue, Store};
+use herald_core::time::now_ms;
 use herald_push::apns::Apns;
 use herald_push::expo::Expo;
 use herald_push::fcm::Fcm;
@@ -144,6 +149,12 @@ pub struct Runtime {
     pub fan_out: FanOut,
     /// Present when herald has an AT Protocol identity.
     pub atproto: Option<crate::atproto::AtprotoService>,
+    /// AT Protocol accounts with a device: whom the rules may notify.
+    pub recipients: Arc<RecipientIndex>,
+    /// The Jetstream source's settings, when it is to run.
+    pub jetstream_config: Option<JetstreamConfig>,
+    /// Set once the Jetstream source has started.
+    pub jetstream_health: OnceLock<crate::jetstream::JetstreamHealth>,
 }
 
 impl Runtime {
@@ -165,6 +176,19 @@ impl Runtime {
         );
         let atproto =
             crate::atproto::AtprotoService::from_config(&config).map_err(StartError::Atproto)?;
+        let jetstream = &config.atproto.jetstream;
+        let jetstream_config = match &atproto {
+            Some(_) if jetstream.enabled => {
+                Some(jetstream.source_config().map_err(StartError::Atproto)?)
+            }
+            _ => None,
+        };
+        let recipients = Arc::new(RecipientIndex::new());
+        for account in store.accounts_in(ATPROTO_NAMESPACE).await? {
+            if let Some(did) = atproto_did(&account) {
+                recipients.insert(did);
+            }
+        }
         Ok(Self {
             config: Arc::new(config),
             store,
@@ -172,6 +196,9 @@ impl Runtime {
             dispatcher,
             fan_out,
             atproto,
+            recipients,
+            jetstream_config,
+            jetstream_health: OnceLock::new(),
         })
     }
 
@@ -250,4 +277,35 @@ impl Runtime {
     pub fn knows_app(&self, app: &AppId) -> bool {
         self.config.app(app).is_some()
     }
+
+    /// Stores a device and, for an AT Protocol account, tells the rules at
+    /// once that the account may now be notified.
+    pub async fn store_device(&self, device: &NewDevice) -> Result<Device, StoreError> {
+        let stored = self.store.upsert_device(device, now_ms()).await?;
+        if let Some(did) = atproto_did(&device.account) {
+            self.recipients.insert(did);
+        }
+        Ok(stored)
+    }
+
+    /// After an account lost a device: an AT Protocol account with none
+    /// left leaves the recipient index.
+    pub async fn forget_if_deviceless(&self, account: &Account) -> Result<(), StoreError> {
+        if let Some(did) = atproto_did(account)
+            && self.store.devices_for_account(account).await?.is_empty()
+        {
+            self.recipients.remove(&did);
+        }
+        Ok(())
+    }
+}
+
+/// The account namespace of AT Protocol users (`atproto:<did>`).
+const ATPROTO_NAMESPACE: &str = "atproto";
+
+/// The DID of an `atproto:` account; `None` for other namespaces, or an id
+/// that is not a DID (an operator may use the namespace loosely).
+fn atproto_did(account: &Account) -> Option<Did> {
+    let id = account.as_str().strip_prefix("atproto:")?;
+    Did::parse(id).ok()
 }

@@ -103,7 +103,21 @@ async fn health(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         "apps": state.runtime.config.apps.len(),
         "transports": transports,
         "misconfigured": misconfigured,
+        "atproto": atproto_health(&state.runtime),
     }))
+}
+
+/// The AT Protocol side: registered accounts and the source, when it runs.
+fn atproto_health(runtime: &Runtime) -> serde_json::Value {
+    if runtime.atproto.is_none() {
+        return serde_json::Value::Null;
+    }
+    let jetstream = match (&runtime.jetstream_config, runtime.jetstream_health.get()) {
+        (None, _) => json!("disabled"),
+        (Some(_), None) => json!("waiting for the first AT Protocol device"),
+        (Some(_), Some(health)) => health.json(),
+    };
+    json!({"accounts": runtime.recipients.len(), "jetstream": jetstream})
 }
 
 /// Readiness: 503 until the store answers.
@@ -136,7 +150,8 @@ pub async fn serve(state: Arc<AppState>) -> std::io::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let dispatcher = tokio::spawn(Arc::clone(&state.runtime.dispatcher).run(stop_rx.clone()));
-    let janitor = tokio::spawn(purge_dedupe(Arc::clone(&state), stop_rx));
+    let janitor = tokio::spawn(purge_dedupe(Arc::clone(&state), stop_rx.clone()));
+    let jetstream = tokio::spawn(crate::jetstream::run(Arc::clone(&state), stop_rx));
 
     axum::serve(listener, router(Arc::clone(&state)))
         .with_graceful_shutdown(shutdown_signal())
@@ -145,6 +160,8 @@ pub async fn serve(state: Arc<AppState>) -> std::io::Result<()> {
     let _ = stop_tx.send(true);
     let _ = dispatcher.await;
     let _ = janitor.await;
+    // After the pipeline stored its last cursor; before the store closes.
+    let _ = jetstream.await;
     state.runtime.store.close().await;
     tracing::info!("herald stopped");
     Ok(())

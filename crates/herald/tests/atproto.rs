@@ -16,7 +16,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use k256::ecdsa::signature::Signer;
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{APP, Herald, Receiver};
+use support::{APP, Herald, Receiver, with_atproto};
 
 const ALICE: &str = "did:plc:ewvi7nxzyoun6zhxrhs64oiz";
 const REGISTER: &str = "app.bsky.notification.registerPush";
@@ -79,9 +79,7 @@ fn service_token(key: &k256::ecdsa::SigningKey, aud: &str, lxm: &str, jti: &str)
 async fn start(plc: &Plc, dir: &std::path::Path) -> Herald {
     let plc_url = format!("http://{}", plc.addr);
     Herald::start_edited(dir, |c| {
-        // The DID needs herald's port, which the config already names.
-        let port = c.lines().find_map(|l| l.strip_prefix("listen = \"127.0.0.1:")).unwrap().trim_end_matches('"').to_owned();
-        format!("{c}\n[atproto]\nservice_did = \"did:web:localhost%3A{port}\"\npublic_url = \"http://localhost:{port}\"\nplc_url = \"{plc_url}\"\nmax_devices_per_account = 2\n")
+        with_atproto(c, &plc_url, "max_devices_per_account = 2", "")
     })
     .await
 }

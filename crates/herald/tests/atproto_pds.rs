@@ -19,7 +19,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{APP, Herald, Receiver};
+use support::{APP, Herald, Receiver, with_atproto};
 
 const REGISTER: &str = "app.bsky.notification.registerPush";
 const UNREGISTER: &str = "app.bsky.notification.unregisterPush";
@@ -242,19 +242,7 @@ async fn a_real_pds_registers_and_unregisters_through_herald() {
     let dir = tempfile::tempdir().unwrap();
     let mut peer = Peer::start(&node, &modules, dir.path());
     let plc = peer.plc.clone();
-    let herald = Herald::start_edited(dir.path(), |c| {
-        let port = c
-            .lines()
-            .find_map(|l| l.strip_prefix("listen = \"127.0.0.1:"))
-            .unwrap()
-            .trim_end_matches('"')
-            .to_owned();
-        format!(
-            "{c}\n[atproto]\nservice_did = \"did:web:localhost%3A{port}\"\n\
-             public_url = \"http://localhost:{port}\"\nplc_url = \"{plc}\"\n"
-        )
-    })
-    .await;
+    let herald = Herald::start_edited(dir.path(), |c| with_atproto(c, &plc, "", "")).await;
     let receiver = Receiver::start().await;
     let did = service_did(&herald);
     let body = |endpoint: &str| {

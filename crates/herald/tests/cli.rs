@@ -257,3 +257,80 @@ fn keys_vapid_writes_a_private_key_once_and_prints_the_public_one() {
     );
     assert_eq!(std::fs::read_to_string(&out).unwrap(), text);
 }
+
+const GOLDEN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../../shared/fixtures/atproto/jetstream_golden_v1.jsonl"
+);
+
+#[test]
+fn atproto_replay_prints_the_notifications_recorded_events_cause() {
+    // The golden fixture's like: did:plc:mcc5… likes a post of did:plc:vfnm….
+    let liked = "did:plc:vfnmgxg2yscfliemmcxzyfyh";
+    let out = herald_command()
+        .args(["atproto", "replay", "--input", GOLDEN, "--register", liked])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["reason"], "like");
+    assert_eq!(lines[0]["recipient"], liked);
+    assert_eq!(lines[0]["actor"], "did:plc:mcc5yghbk7tixqryac2yxku7");
+    assert_eq!(
+        lines[0]["subject"],
+        "at://did:plc:vfnmgxg2yscfliemmcxzyfyh/app.bsky.feed.post/3mmoodizfwc2j"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("10 events, 0 skipped, 1 notifications"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn atproto_replay_reads_stdin_reports_bad_lines_and_refuses_bad_dids() {
+    use std::io::Write;
+    let mut child = herald_command()
+        .args([
+            "atproto",
+            "replay",
+            "--input",
+            "-",
+            "--register",
+            "did:plc:vfnmgxg2yscfliemmcxzyfyh",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = b"{\"kind\": 7}\n".to_vec();
+    input.extend(std::fs::read(GOLDEN).unwrap());
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout(&out).lines().count(), 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 1: "), "{err}");
+    assert!(err.contains("10 events, 1 skipped"), "{err}");
+
+    let out = herald_command()
+        .args([
+            "atproto",
+            "replay",
+            "--input",
+            GOLDEN,
+            "--register",
+            "alice",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--register"),
+        "{out:?}"
+    );
+}

@@ -60,6 +60,10 @@ pub struct NotificationRequest {
     ttl: Option<u32>,
     #[serde(default)]
     priority: Priority,
+    channel: Option<String>,
+    #[serde(default)]
+    mutable_content: bool,
+    thread_id: Option<String>,
 }
 
 /// Checks the bearer token in constant time.
@@ -133,7 +137,7 @@ pub async fn register_device(
         options: request.options,
     };
     let device = state.runtime.accept_registration(device).await?;
-    let stored = state.runtime.store.upsert_device(&device, now_ms()).await?;
+    let stored = state.runtime.store_device(&device).await?;
     let status = if stored.created_at == stored.updated_at {
         StatusCode::CREATED
     } else {
@@ -180,6 +184,9 @@ pub async fn post_notification(
             collapse_key: request.collapse_key,
             ttl: request.ttl,
             priority: request.priority,
+            channel: request.channel,
+            mutable_content: request.mutable_content,
+            thread_id: request.thread_id,
         },
         dedupe_key: request.dedupe_key,
     };

@@ -252,6 +252,29 @@ drain_timeout_secs = 10
     )
 }
 
+/// `config` with an `[atproto]` identity: `did:web` on herald's own
+/// loopback port, users' DIDs resolved through `plc_url`, plus `extra`
+/// `[atproto]` keys. `jetstream` is the body of `[atproto.jetstream]`;
+/// empty, the source is off, so no test ever reaches Bluesky's Jetstream.
+pub fn with_atproto(config: String, plc_url: &str, extra: &str, jetstream: &str) -> String {
+    let port = config
+        .lines()
+        .find_map(|l| l.strip_prefix("listen = \"127.0.0.1:"))
+        .expect("the test configuration names its port")
+        .trim_end_matches('"')
+        .to_owned();
+    let jetstream = if jetstream.is_empty() {
+        "enabled = false"
+    } else {
+        jetstream
+    };
+    format!(
+        "{config}\n[atproto]\nservice_did = \"did:web:localhost%3A{port}\"\n\
+         public_url = \"http://localhost:{port}\"\nplc_url = \"{plc_url}\"\n{extra}\n\
+         [atproto.jetstream]\n{jetstream}\n"
+    )
+}
+
 impl Herald {
     /// Starts herald in `dir` with the test configuration and waits until ready.
     pub async fn start(dir: &Path) -> Self {

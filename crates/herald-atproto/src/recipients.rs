@@ -1,0 +1,110 @@
+//! The recipient index: which AT Protocol accounts have a device in herald.
+//!
+//! Every event on the network is checked against it, so it lives in memory
+//! and answers without I/O. Registrations update it at once (the XRPC and
+//! admin routes write the store, then this), and the source waits on it:
+//! while it is empty there is nobody to notify, so herald opens no
+//! connection to Jetstream at all.
+
+use std::collections::HashSet;
+use std::sync::RwLock;
+
+use tokio::sync::watch;
+
+use crate::did::Did;
+
+#[derive(Debug)]
+pub struct RecipientIndex {
+    dids: RwLock<HashSet<Did>>,
+    /// The number of accounts, for waiters.
+    count: watch::Sender<usize>,
+}
+
+impl Default for RecipientIndex {
+    fn default() -> Self {
+        Self {
+            dids: RwLock::default(),
+            count: watch::Sender::new(0),
+        }
+    }
+}
+
+impl RecipientIndex {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn insert(&self, did: Did) {
+        let mut dids = self.dids.write().unwrap_or_else(|p| p.into_inner());
+        if dids.insert(did) {
+            self.count.send_replace(dids.len());
+        }
+    }
+
+    pub fn remove(&self, did: &Did) {
+        let mut dids = self.dids.write().unwrap_or_else(|p| p.into_inner());
+        if dids.remove(did) {
+            self.count.send_replace(dids.len());
+        }
+    }
+
+    pub fn contains(&self, did: &Did) -> bool {
+        self.dids
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(did)
+    }
+
+    pub fn len(&self) -> usize {
+        *self.count.borrow()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Returns once at least one account is in the index.
+    pub async fn wait_for_someone(&self) {
+        let mut count = self.count.subscribe();
+        // The sender lives in `self`, so the channel cannot close under us.
+        let _ = count.wait_for(|n| *n > 0).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{ALICE, BOB, did};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[test]
+    fn counts_each_account_once() {
+        let index = RecipientIndex::new();
+        index.insert(did(ALICE));
+        index.insert(did(ALICE));
+        index.insert(did(BOB));
+        assert_eq!(index.len(), 2);
+        assert!(index.contains(&did(BOB)));
+        index.remove(&did(BOB));
+        index.remove(&did(BOB));
+        assert_eq!(index.len(), 1);
+        assert!(!index.contains(&did(BOB)));
+    }
+
+    #[tokio::test]
+    async fn a_waiter_wakes_when_the_first_account_arrives() {
+        let index = Arc::new(RecipientIndex::new());
+        let waiter = tokio::spawn({
+            let index = Arc::clone(&index);
+            async move { index.wait_for_someone().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished());
+        index.insert(did(ALICE));
+        tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("woken")
+            .unwrap();
+    }
+}

@@ -11,7 +11,8 @@
 //!   reader that stays too slow, `ConsumerTooSlow`; the source then resumes
 //!   from its cursor like after any other drop.)
 //! - **One cursor for both wires: microseconds.** v1 events carry `time_us`;
-//!   v2 events carry `time` (RFC 3339, microsecond precision) beside a `seq`.
+//!   v2 events carry `witnessedAt` (older servers: `time`; RFC 3339,
+//!   microsecond precision) beside a `seq`.
 //!   A v2 `seq` is one server's own counter, so it means nothing to the next
 //!   URL of the list, and a stored `seq` older than the server's retention is
 //!   refused (`CursorTooOld`), where a timestamp is clamped to the oldest
@@ -223,6 +224,23 @@ pub struct RawEvent {
     pub cursor: u64,
     /// The event's JSON: a v1 event as is; of a v2 frame, its `payload`.
     pub json: Vec<u8>,
+}
+
+impl RawEvent {
+    /// A decompressed v1 event with its `time_us` as the cursor, the only
+    /// field the source reads; `Err` says why it is not a v1 event.
+    pub fn from_v1(json: Vec<u8>) -> Result<Self, String> {
+        #[derive(Deserialize)]
+        struct Envelope {
+            time_us: u64,
+        }
+        let envelope: Envelope =
+            serde_json::from_slice(&json).map_err(|e| format!("not a v1 event: {e}"))?;
+        Ok(Self {
+            cursor: envelope.time_us,
+            json,
+        })
+    }
 }
 
 /// What `/health` shows about the source.
@@ -595,16 +613,7 @@ fn subscribe_url(config: &JetstreamConfig, base: &Url, cursor: Option<u64>) -> U
 }
 
 fn read_v1(json: Vec<u8>) -> Result<Received, String> {
-    #[derive(Deserialize)]
-    struct Envelope {
-        time_us: u64,
-    }
-    let envelope: Envelope =
-        serde_json::from_slice(&json).map_err(|e| format!("not a v1 event: {e}"))?;
-    Ok(Received::Event(RawEvent {
-        cursor: envelope.time_us,
-        json,
-    }))
+    RawEvent::from_v1(json).map(Received::Event)
 }
 
 /// Reads an `xrpc.v1.json` frame: `{"$type":"message","payload":{…}}` or
@@ -624,6 +633,11 @@ fn read_v2(json: &[u8]) -> Result<Received, String> {
         #[serde(rename = "$type")]
         kind: String,
         time: Option<String>,
+        /// When this server saw the event: never changed by timestamp
+        /// imports, so the position a timestamp cursor resumes from
+        /// (subscribeEvents lexicon); older servers send only `time`.
+        #[serde(rename = "witnessedAt")]
+        witnessed_at: Option<String>,
         name: Option<String>,
         message: Option<String>,
     }
@@ -645,7 +659,8 @@ fn read_v2(json: &[u8]) -> Result<Received, String> {
                 return Ok(Received::Info(described(payload.name, payload.message)));
             }
             let cursor = payload
-                .time
+                .witnessed_at
+                .or(payload.time)
                 .as_deref()
                 .and_then(unix_micros)
                 .ok_or_else(|| format!("{} without a readable time", payload.kind))?;
@@ -914,6 +929,16 @@ mod tests {
                 json: payload.as_bytes().to_vec()
             }))
         );
+    }
+
+    #[test]
+    fn a_v2_witnessed_time_is_the_cursor_over_an_imported_display_time() {
+        let payload = r#"{"$type":"network.bsky.jetstream.subscribeEvents#commit","seq":7,"did":"did:plc:aliceeeeeeeeeeeeeeeeeeee","time":"2023-01-01T00:00:00.000000Z","witnessedAt":"2026-05-25T14:23:29.132431Z","rev":"3mmoojp7vgo2g","operation":"delete","collection":"app.bsky.feed.like","rkey":"3mmoojp7etg2g"}"#;
+        let frame = format!(r#"{{"$type":"message","payload":{payload}}}"#);
+        let Ok(Received::Event(event)) = read_v2(frame.as_bytes()) else {
+            panic!("not an event");
+        };
+        assert_eq!(event.cursor, 1_779_719_009_132_431);
     }
 
     #[test]

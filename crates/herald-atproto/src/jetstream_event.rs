@@ -54,7 +54,7 @@ pub const RULE_COLLECTIONS: [&str; 9] = [
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EventError {
-    #[error("not a Jetstream v1 event: {0}")]
+    #[error("not a Jetstream event: {0}")]
     Json(String),
     #[error("event did: {0}")]
     Did(String),
@@ -221,6 +221,66 @@ pub fn parse_event(json: &[u8]) -> Result<JetstreamEvent, EventError> {
         time_us: raw.time_us,
         body,
     })
+}
+
+/// The `$type` of a v2 `subscribeEvents` message, before its `#kind`.
+const V2_MESSAGE_TYPE: &str = "network.bsky.jetstream.subscribeEvents";
+
+/// Parses one v2 `subscribeEvents` message's `payload` into the same event
+/// as v1. A v2 commit carries its fields beside `$type` rather than in a
+/// `commit` object, identity and account wrap the firehose's own objects,
+/// and times are RFC 3339 text: `time_us` is the cursor the source already
+/// read from it. `#sync` (no v1 equivalent) and unknown kinds are errors
+/// the caller counts and skips, as for v1.
+pub fn parse_v2_event(json: &[u8], time_us: u64) -> Result<JetstreamEvent, EventError> {
+    let raw: RawV2Event = serde_json::from_slice(json).map_err(json_error)?;
+    let did = Did::parse(&raw.did).map_err(|e| EventError::Did(preview(&e.to_string())))?;
+    let kind = raw
+        .kind
+        .strip_prefix(V2_MESSAGE_TYPE)
+        .and_then(|k| k.strip_prefix('#'))
+        .unwrap_or(&raw.kind);
+    let body = match kind {
+        "commit" => {
+            let missing = || EventError::MissingBody("commit");
+            let commit = RawCommit {
+                rev: raw.rev.ok_or_else(missing)?,
+                operation: raw.operation.ok_or_else(missing)?,
+                collection: raw.collection.ok_or_else(missing)?,
+                rkey: raw.rkey.ok_or_else(missing)?,
+                record: raw.record,
+                cid: raw.cid,
+            };
+            EventBody::Commit(Box::new(commit.decode(&did)?))
+        }
+        "identity" => EventBody::Identity(raw.identity.ok_or(EventError::MissingBody("identity"))?),
+        "account" => EventBody::Account(raw.account.ok_or(EventError::MissingBody("account"))?),
+        other => return Err(EventError::UnknownKind(preview(other))),
+    };
+    Ok(JetstreamEvent { did, time_us, body })
+}
+
+#[derive(Deserialize)]
+struct RawV2Event<'a> {
+    #[serde(rename = "$type")]
+    kind: String,
+    did: String,
+    #[serde(default)]
+    rev: Option<String>,
+    #[serde(default)]
+    operation: Option<String>,
+    #[serde(default)]
+    collection: Option<String>,
+    #[serde(default)]
+    rkey: Option<String>,
+    #[serde(default, borrow)]
+    record: Option<&'a RawValue>,
+    #[serde(default)]
+    cid: Option<String>,
+    #[serde(default)]
+    identity: Option<Identity>,
+    #[serde(default)]
+    account: Option<Account>,
 }
 
 /// serde_json quotes an offending string whole ("invalid type: string …").
@@ -407,6 +467,58 @@ mod tests {
             .lines()
             .map(|line| parse_event(line.as_bytes()).unwrap())
             .collect()
+    }
+
+    /// A v1 event in v2's shape: commit fields beside `$type`, RFC 3339 times.
+    fn as_v2(v1: &str) -> String {
+        let v1: serde_json::Value = serde_json::from_str(v1).unwrap();
+        let kind = v1["kind"].as_str().unwrap();
+        let mut v2 = json!({
+            "$type": format!("network.bsky.jetstream.subscribeEvents#{kind}"),
+            "seq": 42, "did": v1["did"], "time": "2026-05-25T14:23:29.132431Z",
+        });
+        match kind {
+            "commit" => {
+                for (k, v) in v1["commit"].as_object().unwrap() {
+                    v2[k] = v.clone();
+                }
+            }
+            other => v2[other] = v1[other].clone(),
+        }
+        v2.to_string()
+    }
+
+    #[test]
+    fn v2_payloads_parse_to_the_same_events_as_v1() {
+        for (line, v1) in GOLDEN.lines().zip(golden()) {
+            let v2 = parse_v2_event(as_v2(line).as_bytes(), v1.time_us)
+                .unwrap_or_else(|e| panic!("{e}: {}", as_v2(line)));
+            assert_eq!(v2, v1, "{line}");
+        }
+    }
+
+    #[test]
+    fn v2_sync_unknown_and_incomplete_payloads_are_errors() {
+        let base = json!({"did": ALICE, "seq": 1, "time": "2026-05-25T14:23:29Z"});
+        let with = |extra: serde_json::Value| {
+            let mut v = base.clone();
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            parse_v2_event(v.to_string().as_bytes(), 1)
+        };
+        let sync =
+            with(json!({"$type": "network.bsky.jetstream.subscribeEvents#sync", "sync": {}}));
+        assert!(matches!(sync, Err(EventError::UnknownKind(k)) if k == "sync"));
+        let no_rkey = with(json!({
+            "$type": "network.bsky.jetstream.subscribeEvents#commit",
+            "rev": "3mmoojp7vgo2g", "operation": "delete", "collection": nsid::FEED_LIKE,
+        }));
+        assert_eq!(no_rkey, Err(EventError::MissingBody("commit")));
+        assert!(matches!(
+            parse_v2_event(b"{\"$type\": 7}", 1),
+            Err(EventError::Json(_))
+        ));
     }
 
     fn record_of(event: &JetstreamEvent) -> &Record {

@@ -6,6 +6,12 @@
 //! substring match would take `#atproto_label` for `#atproto` — encoded as
 //! a Multikey (multicodec-prefixed compressed point in base58btc) or, in
 //! older documents, an uncompressed point under the legacy key types.
+//!
+//! A document also names the account's handle (the first `at://` entry of
+//! `alsoKnownAs`, as the reference resolver takes it) and its PDS (the
+//! `#atproto_pds` service of type `AtprotoPersonalDataServer`). Both are
+//! claims of the account alone: the handle is checked for syntax, not
+//! against its domain, and the PDS URL is untrusted like a did:web host.
 
 use std::fmt;
 
@@ -19,6 +25,24 @@ const MAX_HOST_LEN: usize = 253;
 /// Multicodec prefixes (unsigned varints) of compressed public keys.
 const SECP256K1_PUB: [u8; 2] = [0xe7, 0x01];
 const P256_PUB: [u8; 2] = [0x80, 0x24];
+/// Longest label of a handle, as of any DNS name.
+const MAX_HANDLE_LABEL_LEN: usize = 63;
+/// Top-level domains the handle spec refuses: reserved or never public
+/// (`handle.invalid` is what the network shows for a handle that failed
+/// verification).
+const DISALLOWED_HANDLE_TLDS: [&str; 8] = [
+    "alt",
+    "arpa",
+    "example",
+    "internal",
+    "invalid",
+    "local",
+    "localhost",
+    "onion",
+];
+/// The service a PDS is named by in a DID document.
+const PDS_SERVICE_ID: &str = "#atproto_pds";
+const PDS_SERVICE_TYPE: &str = "AtprotoPersonalDataServer";
 /// A compressed SEC1 point.
 const COMPRESSED_POINT_LEN: usize = 33;
 /// An atproto signature: compact `r || s`.
@@ -116,6 +140,9 @@ pub struct DidDocument {
     pub verification_method: Vec<VerificationMethod>,
     #[serde(default)]
     pub service: Vec<Service>,
+    /// `at://<handle>` among other names.
+    #[serde(default, rename = "alsoKnownAs")]
+    pub also_known_as: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -165,6 +192,47 @@ impl DidDocument {
             .ok_or_else(|| unreadable("not base58btc multibase"))?;
         PublicKey::from_method(&method.kind, &bytes).map_err(|why| unreadable(&why))
     }
+
+    /// The handle the account claims: the first `at://` name, if it is a
+    /// valid handle (lowercased). A later `at://` name is not tried, as the
+    /// reference resolver does not.
+    pub fn handle(&self) -> Option<String> {
+        self.also_known_as
+            .iter()
+            .find_map(|name| name.strip_prefix("at://"))
+            .and_then(parse_handle)
+    }
+
+    /// The URL of the account's PDS, unchecked: whoever uses it must treat
+    /// it as any URL from outside.
+    pub fn pds_endpoint(&self) -> Option<&str> {
+        let absolute = format!("{}{PDS_SERVICE_ID}", self.id);
+        self.service
+            .iter()
+            .find(|s| s.id == PDS_SERVICE_ID || s.id == absolute)
+            .filter(|s| s.kind == PDS_SERVICE_TYPE)
+            .and_then(|s| s.endpoint.as_str())
+    }
+}
+
+/// `text` as a handle, lowercased, if it has the handle syntax: a DNS name
+/// of at least two ASCII labels (letters, digits, inner hyphens), whose
+/// top-level label does not start with a digit and is not reserved.
+pub fn parse_handle(text: &str) -> Option<String> {
+    let labels: Vec<&str> = text.split('.').collect();
+    let label_ok = |l: &&str| {
+        (1..=MAX_HANDLE_LABEL_LEN).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let tld = labels.last()?.to_ascii_lowercase();
+    let ok = text.len() <= MAX_HOST_LEN
+        && labels.len() >= 2
+        && labels.iter().all(label_ok)
+        && !tld.starts_with(|c: char| c.is_ascii_digit())
+        && !DISALLOWED_HANDLE_TLDS.contains(&tld.as_str());
+    ok.then(|| text.to_ascii_lowercase())
 }
 
 /// A verification key on one of atproto's two curves.
@@ -363,6 +431,112 @@ mod tests {
             doc.signing_key("x", "atproto"),
             Ok(PublicKey::K256(_))
         ));
+    }
+
+    #[test]
+    fn reads_the_handle_from_the_first_at_name_and_checks_its_syntax() {
+        let with_names = |names: serde_json::Value| -> DidDocument {
+            serde_json::from_value(
+                serde_json::json!({"id": "did:plc:ewvi7nxzyoun6zhxrhs64oiz", "alsoKnownAs": names}),
+            )
+            .unwrap()
+        };
+        let doc = with_names(serde_json::json!([
+            "https://alice.example.com",
+            "at://Alice.Example.COM",
+            "at://other.example.com"
+        ]));
+        assert_eq!(doc.handle().as_deref(), Some("alice.example.com"));
+        assert_eq!(document(serde_json::json!([])).handle(), None);
+        let bad_first = with_names(serde_json::json!(["at://nodots", "at://alice.example.com"]));
+        assert_eq!(bad_first.handle(), None, "only the first at:// name counts");
+    }
+
+    #[test]
+    fn handles_are_dns_names_with_a_public_top_level_domain() {
+        for good in [
+            "alice.bsky.social",
+            "a.co",
+            "xn--ls8h.example.org",
+            "alice.test",
+            "9lives.cat",
+        ] {
+            assert_eq!(parse_handle(good).as_deref(), Some(good), "{good}");
+        }
+        for bad in [
+            "",
+            "alice",
+            "alice.",
+            ".alice.com",
+            "alice..com",
+            "-alice.com",
+            "alice-.com",
+            "alice.123",
+            "al ice.com",
+            "alice@example.com",
+            "ålice.com",
+            "handle.invalid",
+            "alice.local",
+            "alice.onion",
+            "printer.localhost",
+        ] {
+            assert_eq!(parse_handle(bad), None, "{bad:?}");
+        }
+        let long_label = format!("{}.com", "a".repeat(64));
+        assert_eq!(parse_handle(&long_label), None);
+        let long_name = format!("{}com", "abcdefghi.".repeat(26));
+        assert_eq!(parse_handle(&long_name), None);
+    }
+
+    #[test]
+    fn finds_the_pds_by_service_id_and_type() {
+        let did = "did:plc:ewvi7nxzyoun6zhxrhs64oiz";
+        let with = |services: serde_json::Value| -> DidDocument {
+            serde_json::from_value(serde_json::json!({"id": did, "service": services})).unwrap()
+        };
+        let pds = |id: &str, kind: &str, endpoint: serde_json::Value| serde_json::json!({"id": id, "type": kind, "serviceEndpoint": endpoint});
+        let relative = with(serde_json::json!([
+            pds(
+                "#bsky_notif",
+                "BskyNotificationService",
+                "https://push.example".into()
+            ),
+            pds(
+                "#atproto_pds",
+                PDS_SERVICE_TYPE,
+                "https://pds.example".into()
+            ),
+        ]));
+        assert_eq!(relative.pds_endpoint(), Some("https://pds.example"));
+        let absolute = with(serde_json::json!([pds(
+            &format!("{did}#atproto_pds"),
+            PDS_SERVICE_TYPE,
+            "https://pds.example".into()
+        )]));
+        assert_eq!(absolute.pds_endpoint(), Some("https://pds.example"));
+        for wrong in [
+            pds(
+                "#atproto_pds",
+                "BskyNotificationService",
+                "https://pds.example".into(),
+            ),
+            pds(
+                "#atproto_pds_old",
+                PDS_SERVICE_TYPE,
+                "https://pds.example".into(),
+            ),
+            pds(
+                "#atproto_pds",
+                PDS_SERVICE_TYPE,
+                serde_json::json!({"uri": "https://pds.example"}),
+            ),
+        ] {
+            assert_eq!(
+                with(serde_json::json!([wrong])).pds_endpoint(),
+                None,
+                "{wrong}"
+            );
+        }
     }
 
     #[test]

@@ -17,9 +17,13 @@
 //! - **Replay window.** An event older than `max_event_age` (a long outage,
 //!   a cursor far behind) still updates the state but pushes nothing: a
 //!   "new like" hours late is noise.
-//! - **Names.** The actor's display name and handle are not looked up yet;
-//!   the text says "Someone" and the data fields are empty, which apps that
-//!   localise from `actorDid` can fill in themselves.
+//! - **Rate limit.** Likes, reposts and follows beyond a recipient's limit
+//!   (`recipient_rate`) are counted and not pushed; conversation always is.
+//! - **Names.** Every event goes past the names source first, so profile
+//!   and identity changes reach its cache. Only events that notify someone
+//!   look a name up (once per actor), and a lookup holds the pipeline for
+//!   a short budget at most (`actor_names`); without a names source
+//!   ([`JetstreamPipeline::with_names`]) every push says "Someone".
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,12 +34,15 @@ use herald_core::model::Notification;
 use herald_core::time::now_ms;
 use tokio::sync::{mpsc, watch};
 
-use crate::jetstream::RawEvent;
-use crate::jetstream_event::parse_event;
+use crate::actor_names::{ActorNameSource, NoNames};
+use crate::did::Did;
+use crate::jetstream::{JetstreamApi, RawEvent};
+use crate::jetstream_event::{parse_event, parse_v2_event};
+use crate::recipient_rate::{RateLimit, RecipientRates};
 use crate::recipients::RecipientIndex;
 use crate::render::{ActorName, notification};
 use crate::rule_state::MemoryState;
-use crate::rules::notifications;
+use crate::rules::{Candidate, notifications};
 
 /// The cursor's name in the store.
 pub const SOURCE_NAME: &str = "atproto.jetstream";
@@ -55,6 +62,8 @@ pub struct PipelineStats {
     pub events: AtomicU64,
     pub unreadable: AtomicU64,
     pub too_old: AtomicU64,
+    /// Likes, reposts and follows not pushed: their recipient was over the limit.
+    pub rate_limited: AtomicU64,
     pub notifications: AtomicU64,
     pub store_retries: AtomicU64,
 }
@@ -64,6 +73,10 @@ pub struct JetstreamPipeline {
     fan_out: FanOut,
     max_event_age: Duration,
     stats: Arc<PipelineStats>,
+    names: Arc<dyn ActorNameSource>,
+    rates: RecipientRates,
+    /// Which wire the events come from: v1 and v2 shape them differently.
+    api: JetstreamApi,
 }
 
 impl JetstreamPipeline {
@@ -73,7 +86,28 @@ impl JetstreamPipeline {
             fan_out,
             max_event_age,
             stats: Arc::default(),
+            names: Arc::new(NoNames),
+            rates: RecipientRates::new(RateLimit::DEFAULT),
+            api: JetstreamApi::V1,
         }
+    }
+
+    /// Limits the likes, reposts and follows pushed to one account.
+    pub fn with_rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rates = RecipientRates::new(limit);
+        self
+    }
+
+    /// Reads events as `api` shapes them (v1 unless told).
+    pub fn with_api(mut self, api: JetstreamApi) -> Self {
+        self.api = api;
+        self
+    }
+
+    /// Names the actors in the pushes' text from `names`.
+    pub fn with_names(mut self, names: Arc<dyn ActorNameSource>) -> Self {
+        self.names = names;
+        self
     }
 
     pub fn stats(&self) -> Arc<PipelineStats> {
@@ -95,7 +129,7 @@ impl JetstreamPipeline {
                 _ = stop.wait_for(|s| *s) => None,
             };
             let Some(raw) = raw else { break };
-            let batch = self.handle(&raw);
+            let batch = self.handle(&raw).await;
             unsaved = Some(raw.cursor);
             if !batch.is_empty() || last_saved.elapsed() >= CURSOR_SAVE_INTERVAL {
                 if !self.commit(raw.cursor, &batch, &mut stop).await {
@@ -111,9 +145,13 @@ impl JetstreamPipeline {
     }
 
     /// The notifications one event causes; the state learns from it either way.
-    fn handle(&mut self, raw: &RawEvent) -> Vec<Notification> {
+    async fn handle(&mut self, raw: &RawEvent) -> Vec<Notification> {
         self.stats.events.fetch_add(1, Ordering::Relaxed);
-        let event = match parse_event(&raw.json) {
+        let parsed = match self.api {
+            JetstreamApi::V1 => parse_event(&raw.json),
+            JetstreamApi::V2 => parse_v2_event(&raw.json, raw.cursor),
+        };
+        let event = match parsed {
             Ok(event) => event,
             Err(e) => {
                 self.stats.unreadable.fetch_add(1, Ordering::Relaxed);
@@ -121,19 +159,25 @@ impl JetstreamPipeline {
                 return Vec::new();
             }
         };
+        self.names.observe(&event);
         let age_us = (now_ms() as u64 * 1000).saturating_sub(event.time_us);
         let fresh = Duration::from_micros(age_us) <= self.max_event_age;
-        let batch: Vec<Notification> = if fresh {
+        let mut candidates = if fresh {
             notifications(&event, &self.state)
-                .iter()
-                .map(|c| notification(c, &ActorName::default()))
-                .collect()
         } else {
             self.stats.too_old.fetch_add(1, Ordering::Relaxed);
             Vec::new()
         };
         self.state.apply(&event);
-        batch
+        // Before naming: a push not sent costs no lookup.
+        let now = Instant::now();
+        let before = candidates.len();
+        candidates.retain(|c| self.rates.allow(&c.recipient, c.reason, now));
+        let limited = (before - candidates.len()) as u64;
+        self.stats
+            .rate_limited
+            .fetch_add(limited, Ordering::Relaxed);
+        named(&candidates, self.names.as_ref()).await
     }
 
     /// Queues `batch` with `cursor`, retrying until stored; `false` if
@@ -172,5 +216,112 @@ impl JetstreamPipeline {
             }
             delay = (delay * 2).min(STORE_RETRY_MAX);
         }
+    }
+}
+
+/// The notifications for `candidates`, each naming its actor; a name is
+/// looked up once for a run of candidates with the same actor (all of one
+/// event's candidates have its author as actor).
+async fn named(candidates: &[Candidate], names: &dyn ActorNameSource) -> Vec<Notification> {
+    let mut batch = Vec::with_capacity(candidates.len());
+    let mut known: Option<(&Did, ActorName)> = None;
+    for candidate in candidates {
+        let name = match known.take() {
+            Some((actor, name)) if *actor == candidate.actor => name,
+            _ => names.name(&candidate.actor).await,
+        };
+        batch.push(notification(candidate, &name));
+        known = Some((&candidate.actor, name));
+    }
+    batch
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use serde_json::json;
+
+    use super::*;
+    use crate::jetstream_event::{JetstreamEvent, nsid};
+    use crate::test_support::{ALICE, BOB, CAROL, DAVE, create, did, post_uri, strong_ref};
+
+    /// Names every actor after their DID and counts the lookups.
+    #[derive(Default)]
+    struct Directory {
+        lookups: Mutex<Vec<Did>>,
+    }
+
+    #[async_trait]
+    impl ActorNameSource for Directory {
+        async fn name(&self, actor: &Did) -> ActorName {
+            self.lookups.lock().unwrap().push(actor.clone());
+            ActorName {
+                display_name: Some(format!("name of {actor}")),
+                handle: None,
+            }
+        }
+
+        fn observe(&self, _event: &JetstreamEvent) {}
+    }
+
+    fn candidates(event: &JetstreamEvent) -> Vec<Candidate> {
+        let mut state = MemoryState::new();
+        state.register(did(BOB));
+        state.register(did(CAROL));
+        notifications(event, &state)
+    }
+
+    #[tokio::test]
+    async fn each_push_names_its_actor_from_one_lookup_per_event() {
+        let reply_mentioning_carol = create(
+            ALICE,
+            nsid::FEED_POST,
+            "3reply",
+            json!({
+                "text": "hi @carol",
+                "createdAt": "2026-05-25T14:23:28.778Z",
+                "reply": {"root": strong_ref(&post_uri(BOB, "3root")), "parent": strong_ref(&post_uri(BOB, "3root"))},
+                "facets": [{"index": {"byteStart": 3, "byteEnd": 9}, "features": [{"$type": "app.bsky.richtext.facet#mention", "did": CAROL}]}],
+            }),
+        );
+        let candidates = candidates(&reply_mentioning_carol);
+        assert_eq!(candidates.len(), 2, "{candidates:?}");
+        let directory = Directory::default();
+        let batch = named(&candidates, &directory).await;
+        for n in &batch {
+            assert_eq!(
+                n.message.data["actorDisplayName"],
+                format!("name of {ALICE}")
+            );
+            assert!(
+                n.message
+                    .body
+                    .as_deref()
+                    .unwrap()
+                    .starts_with(&format!("name of {ALICE} ")),
+                "{:?}",
+                n.message.body
+            );
+        }
+        assert_eq!(*directory.lookups.lock().unwrap(), [did(ALICE)]);
+    }
+
+    #[tokio::test]
+    async fn an_event_that_notifies_nobody_looks_nothing_up() {
+        let like_of_an_unregistered_post = create(
+            ALICE,
+            nsid::FEED_LIKE,
+            "3like",
+            json!({"subject": strong_ref(&post_uri(DAVE, "3post")), "createdAt": "2026-05-25T14:23:28.778Z"}),
+        );
+        let directory = Directory::default();
+        assert!(
+            named(&candidates(&like_of_an_unregistered_post), &directory)
+                .await
+                .is_empty()
+        );
+        assert!(directory.lookups.lock().unwrap().is_empty());
     }
 }

@@ -9,7 +9,11 @@
 //! `jetstream` is the source that reads a Jetstream server (v1 or v2) and
 //! hands on each event's JSON with its cursor; `jetstream_frame` decompresses
 //! its dictionary-compressed frames under size caps (§7, §8).
+//! `actor_names` keeps the actors' display names and handles for the
+//! pushes' text, read from their DID documents and, through `pds`, from
+//! their own PDS.
 
+pub mod actor_names;
 pub mod at_uri;
 pub mod block_graph;
 pub mod did;
@@ -17,6 +21,8 @@ pub mod jetstream;
 pub mod jetstream_event;
 pub mod jetstream_frame;
 pub mod jetstream_pipeline;
+pub mod pds;
+pub mod recipient_rate;
 pub mod recipients;
 pub mod registration;
 pub mod render;

@@ -63,7 +63,8 @@ pub struct DidResolver {
     config: ResolverConfig,
     /// For the operator's PLC directory.
     plc: Client,
-    /// For did:web hosts: public addresses only, unless allowed.
+    /// For hosts accounts name themselves (did:web hosts, PDSes): public
+    /// addresses only, unless allowed.
     web: Client,
     cache: Mutex<HashMap<String, Cached>>,
 }
@@ -100,6 +101,14 @@ impl DidResolver {
         };
         self.store(did, result.clone(), ttl);
         result
+    }
+
+    /// The guarded client for a host an account named, with whether
+    /// private addresses are allowed: the PDS in a DID document is as
+    /// untrusted as a did:web host, and is read the same way
+    /// (`crate::pds`).
+    pub(crate) fn account_hosts(&self) -> (&Client, bool) {
+        (&self.web, self.config.allow_private)
     }
 
     fn cached(&self, did: &Did) -> Option<Result<Arc<DidDocument>, ResolveError>> {
@@ -197,7 +206,10 @@ impl DidResolver {
 }
 
 /// Reads a body, refusing it as soon as it passes `max` bytes.
-async fn read_capped(mut response: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+pub(crate) async fn read_capped(
+    mut response: reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, String> {
     if response.content_length().is_some_and(|n| n > max as u64) {
         return Err(format!("larger than {max} bytes"));
     }

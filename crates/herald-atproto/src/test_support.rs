@@ -89,3 +89,15 @@ pub fn update(did: &str, collection: &str, rkey: &str, record: Value) -> Jetstre
 pub fn delete(did: &str, collection: &str, rkey: &str) -> JetstreamEvent {
     event(&commit_json(did, "delete", collection, rkey, None))
 }
+
+/// An `#identity` event as Jetstream v1 writes it; `handle` may be absent.
+pub fn identity(did: &str, handle: Option<&str>) -> JetstreamEvent {
+    let mut identity = json!({"did": did, "seq": 1_234_567, "time": "2026-05-25T14:23:28.778Z"});
+    if let Some(handle) = handle {
+        identity["handle"] = handle.into();
+    }
+    event(
+        &json!({"did": did, "time_us": TIME_US, "kind": "identity", "identity": identity})
+            .to_string(),
+    )
+}

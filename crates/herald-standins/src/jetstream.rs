@@ -1,7 +1,9 @@
-//! Jetstream v1, as herald's source meets it: a WebSocket at `/subscribe`
-//! that streams events as they are published, each one zstd frame with the
-//! v1 dictionary when the client asked for `compress=true`, raw JSON text
-//! otherwise.
+//! Jetstream, as herald's source meets it: a WebSocket that streams events
+//! as they are published. At v1's `/subscribe` each event goes as it is,
+//! one zstd frame with the v1 dictionary when the client asked for
+//! `compress=true`, raw JSON text otherwise. At v2's `subscribeEvents` each
+//! published event is a payload, sent as `{"$type":"message","payload":…}`
+//! and compressed with the v2 dictionary when the client named one.
 //!
 //! Every handshake's query is recorded, so a test can check what the
 //! client subscribed to and which cursor it resumed from. Events published
@@ -20,6 +22,11 @@ use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 
 /// Jetstream v1's dictionary (dictionary id 1612007021), the one herald embeds.
 const V1_DICTIONARY: &[u8] = include_bytes!("../../herald-atproto/dictionaries/jetstream_v1.zdict");
+/// Jetstream v2's `subscribeEvents` dictionary (id 20260811).
+const V2_DICTIONARY: &[u8] = include_bytes!(
+    "../../herald-atproto/dictionaries/jetstream_v2_subscribe_events_20260811.zdict"
+);
+const V2_PATH: &str = "/xrpc/network.bsky.jetstream.subscribeEvents";
 
 #[derive(Default)]
 struct State {
@@ -83,30 +90,43 @@ impl JetstreamService {
 }
 
 async fn serve(stream: TcpStream, state: Arc<Mutex<State>>, published: Arc<Notify>) {
-    let mut query = String::new();
+    let (mut path, mut query) = (String::new(), String::new());
     #[allow(clippy::result_large_err)] // tungstenite's callback shape
     let callback = |request: &Request, response: Response| {
+        path = request.uri().path().to_owned();
         query = request.uri().query().unwrap_or("").to_owned();
         Ok(response)
     };
     let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
         return;
     };
-    let compress = query.split('&').any(|p| p == "compress=true");
+    // v2 wraps each event in an xrpc message and names its dictionary by id.
+    let v2 = path.ends_with(V2_PATH);
+    let compress = if v2 {
+        query.split('&').any(|p| p.starts_with("zstdDictionary="))
+    } else {
+        query.split('&').any(|p| p == "compress=true")
+    };
     {
         let mut s = state.lock().unwrap();
         s.queries.push(query);
         s.open += 1;
     }
+    let dictionary = if v2 { V2_DICTIONARY } else { V1_DICTIONARY };
+    let mut encoder = compress.then(|| FrameEncoder::with_dictionary(dictionary));
     let (mut sink, mut incoming) = ws.split();
     loop {
         let wake = published.notified();
         let next = state.lock().unwrap().pending.pop_front();
         if let Some(event) = next {
-            let message = if compress {
-                Message::Binary(compressed(&event).into())
+            let frame = if v2 {
+                format!(r#"{{"$type":"message","payload":{event}}}"#)
             } else {
-                Message::Text(event.clone().into())
+                event.clone()
+            };
+            let message = match &mut encoder {
+                Some(encoder) => Message::Binary(encoder.encode(frame.as_bytes()).into()),
+                None => Message::Text(frame.into()),
             };
             if sink.send(message).await.is_err() {
                 // Not delivered: the next connection gets it.
@@ -131,9 +151,34 @@ async fn serve(stream: TcpStream, state: Arc<Mutex<State>>, published: Arc<Notif
     state.lock().unwrap().open -= 1;
 }
 
-/// One zstd frame with the v1 dictionary: Jetstream's framing.
-fn compressed(event: &str) -> Vec<u8> {
-    zstd::bulk::Compressor::with_dictionary(zstd::DEFAULT_COMPRESSION_LEVEL, V1_DICTIONARY)
-        .and_then(|mut c| c.compress(event.as_bytes()))
-        .expect("zstd compresses with the v1 dictionary")
+/// Jetstream v1's framing: one zstd frame per event, compressed with the v1
+/// dictionary. One compression context with the dictionary loaded once
+/// serves every frame, as on a Jetstream connection; loading the 110 KiB
+/// dictionary per frame would cost more than compressing the event.
+pub struct FrameEncoder(zstd::bulk::Compressor<'static>);
+
+impl FrameEncoder {
+    pub fn new() -> Self {
+        Self::with_dictionary(V1_DICTIONARY)
+    }
+
+    fn with_dictionary(dictionary: &[u8]) -> Self {
+        Self(
+            zstd::bulk::Compressor::with_dictionary(zstd::DEFAULT_COMPRESSION_LEVEL, dictionary)
+                .expect("zstd loads the dictionary"),
+        )
+    }
+
+    /// One event's JSON as the frame Jetstream would send.
+    pub fn encode(&mut self, event: &[u8]) -> Vec<u8> {
+        self.0
+            .compress(event)
+            .expect("zstd compresses into a buffer it sizes itself")
+    }
+}
+
+impl Default for FrameEncoder {
+    fn default() -> Self {
+        Self::new()
+    }
 }

@@ -1,7 +1,8 @@
 //! A PLC directory: `GET /{did}` answers the DID documents of accounts the
-//! test or benchmark creates, each with a secp256k1 `#atproto` Multikey, and
-//! signs service tokens with their keys the way the reference PDS does
-//! (`createServiceJwt`: ES256K, no `kid`, 60 s, random `jti`).
+//! test or benchmark creates, each with a secp256k1 `#atproto` Multikey
+//! and, when set, a handle and PDS; and it signs service tokens with their
+//! keys the way the reference PDS does (`createServiceJwt`: ES256K, no
+//! `kid`, 60 s, random `jti`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -92,6 +93,22 @@ impl PlcDirectory {
         self.documents.write().unwrap().insert(did.clone(), doc);
         self.keys.write().unwrap().insert(did.clone(), key);
         did
+    }
+
+    /// Names `did`'s handle and PDS in its document (`alsoKnownAs` and the
+    /// `#atproto_pds` service), as a PLC operation would; a DID the
+    /// directory does not know gets a document without keys.
+    pub fn set_identity(&self, did: &str, handle: &str, pds_url: &str) {
+        let mut documents = self.documents.write().unwrap();
+        let doc = documents
+            .entry(did.to_owned())
+            .or_insert_with(|| json!({"id": did, "verificationMethod": []}));
+        doc["alsoKnownAs"] = json!([format!("at://{handle}")]);
+        doc["service"] = json!([{
+            "id": "#atproto_pds",
+            "type": "AtprotoPersonalDataServer",
+            "serviceEndpoint": pds_url,
+        }]);
     }
 
     /// A service token from `did` for `aud` and method `lxm`.

@@ -23,6 +23,8 @@ use crate::runtime::Runtime;
 pub struct AtprotoService {
     pub service_did: String,
     pub public_url: String,
+    /// One DID document cache for the verifier and the actor names.
+    pub resolver: Arc<DidResolver>,
     max_devices: usize,
     verifier: ServiceAuthVerifier,
 }
@@ -34,25 +36,28 @@ impl AtprotoService {
         let (Some(service_did), Some(public_url)) = (c.service_did.clone(), c.public_url()) else {
             return Ok(None);
         };
-        let resolver = DidResolver::new(ResolverConfig {
-            plc_url: c.plc_url.clone(),
-            allow_private: config.allow_private_endpoints,
-            cache_ttl: Duration::from_secs(c.did_cache_secs),
-            extra_ca_file: config.extra_ca_file.clone(),
-            ..ResolverConfig::default()
-        })
-        .map_err(|e| e.to_string())?;
+        let resolver = Arc::new(
+            DidResolver::new(ResolverConfig {
+                plc_url: c.plc_url.clone(),
+                allow_private: config.allow_private_endpoints,
+                cache_ttl: Duration::from_secs(c.did_cache_secs),
+                extra_ca_file: config.extra_ca_file.clone(),
+                ..ResolverConfig::default()
+            })
+            .map_err(|e| e.to_string())?,
+        );
         let verifier = ServiceAuthVerifier::new(
             VerifierConfig {
                 service_did: service_did.clone(),
                 max_lifetime: Duration::from_secs(c.max_token_lifetime_secs),
                 allow_high_s: c.allow_high_s,
             },
-            Arc::new(resolver),
+            resolver.clone(),
         );
         Ok(Some(Self {
             service_did,
             public_url,
+            resolver,
             max_devices: c.max_devices_per_account,
             verifier,
         }))

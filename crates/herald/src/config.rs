@@ -125,6 +125,36 @@ pub struct AtprotoConfig {
     pub did_cache_secs: u64,
     /// `[atproto.jetstream]`: where herald reads the network from.
     pub jetstream: JetstreamSettings,
+    /// `[atproto.rate_limit]`: likes, reposts and follows one account is pushed.
+    pub rate_limit: RateLimitSettings,
+}
+
+/// `[atproto.rate_limit]`: per recipient, for likes, reposts and follows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSettings {
+    /// Pushes per window; 0 switches the limit off.
+    pub pushes: u32,
+    pub window_secs: u64,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        let d = herald_atproto::recipient_rate::RateLimit::DEFAULT;
+        Self {
+            pushes: d.pushes,
+            window_secs: d.window.as_secs(),
+        }
+    }
+}
+
+impl RateLimitSettings {
+    pub fn limit(&self) -> herald_atproto::recipient_rate::RateLimit {
+        herald_atproto::recipient_rate::RateLimit {
+            pushes: self.pushes,
+            window: std::time::Duration::from_secs(self.window_secs.max(1)),
+        }
+    }
 }
 
 /// `[atproto.jetstream]`: the Jetstream source, run when herald has an AT
@@ -135,7 +165,7 @@ pub struct JetstreamSettings {
     pub enabled: bool,
     /// Base URLs to fail over between, in order.
     pub urls: Vec<String>,
-    /// `v1` (`/subscribe`, which every Jetstream serves); `v2` is not supported yet.
+    /// `v1` (`/subscribe`, which every Jetstream serves) or `v2` (`subscribeEvents`).
     pub api: String,
     /// Ask for dictionary-compressed frames.
     pub compress: bool,
@@ -165,16 +195,10 @@ impl JetstreamSettings {
     /// The source's configuration; an error names the bad setting.
     pub fn source_config(&self) -> Result<herald_atproto::jetstream::JetstreamConfig, String> {
         use herald_atproto::jetstream::{JetstreamApi, JetstreamConfig};
-        // The source speaks v2 too, but the rules read v1 events only so far.
         let api = match self.api.as_str() {
             "v1" => JetstreamApi::V1,
-            "v2" => {
-                return Err(
-                    "atproto.jetstream.api: v2 is not supported yet; use v1 (every Jetstream serves /subscribe)"
-                        .into(),
-                );
-            }
-            other => return Err(format!("atproto.jetstream.api: {other:?} is not v1")),
+            "v2" => JetstreamApi::V2,
+            other => return Err(format!("atproto.jetstream.api: {other:?} is not v1 or v2")),
         };
         if self.urls.is_empty() {
             return Err(
@@ -215,6 +239,7 @@ impl Default for AtprotoConfig {
             allow_high_s: false,
             did_cache_secs: 60 * 60,
             jetstream: JetstreamSettings::default(),
+            rate_limit: RateLimitSettings::default(),
         }
     }
 }

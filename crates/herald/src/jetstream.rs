@@ -6,11 +6,14 @@
 //! The source resumes from the cursor stored with the last deliveries it
 //! produced. On shutdown the reader stops first, then the pipeline stores
 //! the cursor of the last event it handled, before the store closes.
+//! Actors are named through the DID resolver of herald's AT Protocol
+//! identity, so registrations and names share one document cache.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use herald_atproto::actor_names::{ActorNames, ActorNamesConfig, PdsNames};
 use herald_atproto::jetstream::{JetstreamSource, StatusHandle};
 use herald_atproto::jetstream_pipeline::{JetstreamPipeline, PipelineStats, SOURCE_NAME};
 use herald_core::store::Store;
@@ -41,6 +44,7 @@ impl JetstreamHealth {
             "events": count(&self.stats.events),
             "unreadable": count(&self.stats.unreadable),
             "too_old": count(&self.stats.too_old),
+            "rate_limited": count(&self.stats.rate_limited),
             "notifications": count(&self.stats.notifications),
             "frames_refused": s.frames_refused,
             "disconnects": s.disconnects,
@@ -52,7 +56,7 @@ impl JetstreamHealth {
 /// Runs the source until `stop`; returns at once when it is switched off.
 pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     let runtime = &state.runtime;
-    let Some(config) = runtime.jetstream_config.clone() else {
+    let (Some(config), Some(atproto)) = (runtime.jetstream_config.clone(), &runtime.atproto) else {
         return;
     };
     tokio::select! {
@@ -68,6 +72,7 @@ pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
             None
         }
     };
+    let api = config.api;
     let source = match JetstreamSource::new(config, cursor) {
         Ok(source) => source,
         Err(e) => {
@@ -80,7 +85,13 @@ pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
         Arc::clone(&runtime.recipients),
         runtime.fan_out.clone(),
         max_event_age,
-    );
+    )
+    .with_names(Arc::new(ActorNames::new(
+        ActorNamesConfig::default(),
+        Arc::new(PdsNames::new(Arc::clone(&atproto.resolver))),
+    )))
+    .with_rate_limit(runtime.config.atproto.rate_limit.limit())
+    .with_api(api);
     let _ = runtime.jetstream_health.set(JetstreamHealth {
         status: source.status(),
         stats: pipeline.stats(),

@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, watch};
 use crate::actor_names::{ActorNameSource, NoNames};
 use crate::did::Did;
 use crate::jetstream::{JetstreamApi, RawEvent};
-use crate::jetstream_event::{parse_event, parse_v2_event};
+use crate::jetstream_event::{JetstreamEvent, parse_event, parse_v2_event};
 use crate::recipient_rate::{RateLimit, RecipientRates};
 use crate::recipients::RecipientIndex;
 use crate::render::{ActorName, notification};
@@ -64,6 +64,8 @@ pub struct PipelineStats {
     pub too_old: AtomicU64,
     /// Likes, reposts and follows not pushed: their recipient was over the limit.
     pub rate_limited: AtomicU64,
+    /// Block records read from PDSes and applied to the state.
+    pub backfilled_records: AtomicU64,
     pub notifications: AtomicU64,
     pub store_retries: AtomicU64,
 }
@@ -77,6 +79,17 @@ pub struct JetstreamPipeline {
     rates: RecipientRates,
     /// Which wire the events come from: v1 and v2 shape them differently.
     api: JetstreamApi,
+    updates: Option<mpsc::Receiver<JetstreamEvent>>,
+}
+
+/// The next state update, or never when there is no source of them.
+async fn next_update(
+    updates: &mut Option<mpsc::Receiver<JetstreamEvent>>,
+) -> Option<JetstreamEvent> {
+    match updates {
+        Some(updates) => updates.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl JetstreamPipeline {
@@ -89,12 +102,20 @@ impl JetstreamPipeline {
             names: Arc::new(NoNames),
             rates: RecipientRates::new(RateLimit::DEFAULT),
             api: JetstreamApi::V1,
+            updates: None,
         }
     }
 
     /// Limits the likes, reposts and follows pushed to one account.
     pub fn with_rate_limit(mut self, limit: RateLimit) -> Self {
         self.rates = RecipientRates::new(limit);
+        self
+    }
+
+    /// Applies the events `updates` brings to the state, without pushing:
+    /// blocks read from new accounts' PDSes (`block_backfill`).
+    pub fn with_state_updates(mut self, updates: mpsc::Receiver<JetstreamEvent>) -> Self {
+        self.updates = Some(updates);
         self
     }
 
@@ -125,8 +146,16 @@ impl JetstreamPipeline {
         let mut unsaved: Option<u64> = None;
         loop {
             let raw = tokio::select! {
-                raw = events.recv() => raw,
+                // Learned state first: a block read from a PDS should hide
+                // the very next event's push.
+                biased;
                 _ = stop.wait_for(|s| *s) => None,
+                Some(update) = next_update(&mut self.updates) => {
+                    self.stats.backfilled_records.fetch_add(1, Ordering::Relaxed);
+                    self.state.apply(&update);
+                    continue;
+                }
+                raw = events.recv() => raw,
             };
             let Some(raw) = raw else { break };
             let batch = self.handle(&raw).await;

@@ -15,6 +15,7 @@
 
 pub mod actor_names;
 pub mod at_uri;
+pub mod block_backfill;
 pub mod block_graph;
 pub mod did;
 pub mod jetstream;

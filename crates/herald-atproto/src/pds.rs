@@ -23,6 +23,13 @@ use crate::resolver::{DidResolver, read_capped};
 
 /// The XRPC method that reads one record.
 const GET_RECORD: &str = "/xrpc/com.atproto.repo.getRecord";
+/// The XRPC method that pages through a collection.
+const LIST_RECORDS: &str = "/xrpc/com.atproto.repo.listRecords";
+/// Records asked for per page: the reference PDS's maximum.
+pub const LIST_PAGE_SIZE: usize = 100;
+/// Largest page read: 100 block or list-item records are about 30 KiB;
+/// this leaves room for larger records without reading garbage forever.
+pub const MAX_LIST_ANSWER_BYTES: usize = 1024 * 1024;
 /// The XRPC error a PDS answers (with 400) for a record that does not exist.
 const RECORD_NOT_FOUND: &str = "RecordNotFound";
 /// Largest answer read. The records herald reads are small (a profile:
@@ -67,27 +74,19 @@ pub async fn get_record(
     collection: &str,
     rkey: &str,
 ) -> Result<Option<serde_json::Map<String, Value>>, PdsError> {
-    let (client, allow_private) = resolver.account_hosts();
-    let mut url = public_endpoint::check_url(endpoint, allow_private)
-        .map_err(|e| PdsError::Endpoint(e.to_string()))?;
-    // An absolute path, as the reference client resolves it against the endpoint.
-    url.set_path(GET_RECORD);
-    url.query_pairs_mut()
-        .clear()
-        .append_pair("repo", repo.as_str())
-        .append_pair("collection", collection)
-        .append_pair("rkey", rkey);
-    let response = client
-        .get(url)
-        .timeout(RECORD_TIMEOUT)
-        .header(reqwest::header::ACCEPT, "application/json")
-        .send()
-        .await
-        .map_err(|e| PdsError::Transport(describe_transport_error(e)))?;
-    let status = response.status();
-    let body = read_capped(response, MAX_RECORD_ANSWER_BYTES)
-        .await
-        .map_err(PdsError::Answer)?;
+    let params = [
+        ("repo", repo.as_str()),
+        ("collection", collection),
+        ("rkey", rkey),
+    ];
+    let (status, body) = xrpc_get(
+        resolver,
+        endpoint,
+        GET_RECORD,
+        &params,
+        MAX_RECORD_ANSWER_BYTES,
+    )
+    .await?;
     if status == StatusCode::NOT_FOUND {
         return Ok(None);
     }
@@ -103,4 +102,83 @@ pub async fn get_record(
     serde_json::from_slice::<GetRecordAnswer>(&body)
         .map(|answer| Some(answer.value))
         .map_err(|e| PdsError::Answer(format!("is not a getRecord answer: {e}")))
+}
+
+/// One page of a repository's collection.
+#[derive(Debug, Deserialize)]
+pub struct RecordPage {
+    pub records: Vec<ListedRecord>,
+    /// Where the next page starts; `None` after the last.
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListedRecord {
+    pub uri: String,
+    #[serde(default)]
+    pub cid: Option<String>,
+    pub value: Box<serde_json::value::RawValue>,
+}
+
+/// One page (at most [`LIST_PAGE_SIZE`] records) of `collection` in `repo`
+/// from the PDS at `endpoint`, after `cursor`.
+pub async fn list_records(
+    resolver: &DidResolver,
+    endpoint: &str,
+    repo: &Did,
+    collection: &str,
+    cursor: Option<&str>,
+) -> Result<RecordPage, PdsError> {
+    let limit = LIST_PAGE_SIZE.to_string();
+    let mut params = vec![
+        ("repo", repo.as_str()),
+        ("collection", collection),
+        ("limit", limit.as_str()),
+    ];
+    if let Some(cursor) = cursor {
+        params.push(("cursor", cursor));
+    }
+    let (status, body) = xrpc_get(
+        resolver,
+        endpoint,
+        LIST_RECORDS,
+        &params,
+        MAX_LIST_ANSWER_BYTES,
+    )
+    .await?;
+    if !status.is_success() {
+        return Err(PdsError::Status(status));
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| PdsError::Answer(format!("is not a listRecords answer: {e}")))
+}
+
+/// A GET of an XRPC query on the PDS at `endpoint`: its status and at most
+/// `max_bytes` of its body.
+async fn xrpc_get(
+    resolver: &DidResolver,
+    endpoint: &str,
+    method: &str,
+    params: &[(&str, &str)],
+    max_bytes: usize,
+) -> Result<(StatusCode, Vec<u8>), PdsError> {
+    let (client, allow_private) = resolver.account_hosts();
+    let mut url = public_endpoint::check_url(endpoint, allow_private)
+        .map_err(|e| PdsError::Endpoint(e.to_string()))?;
+    // An absolute path, as the reference client resolves it against the endpoint.
+    url.set_path(method);
+    url.query_pairs_mut().clear().extend_pairs(params);
+    let response = client
+        .get(url)
+        .timeout(RECORD_TIMEOUT)
+        .header(reqwest::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(|e| PdsError::Transport(describe_transport_error(e)))?;
+    let status = response.status();
+    let body = read_capped(response, max_bytes)
+        .await
+        .map_err(PdsError::Answer)?;
+    Ok((status, body))
 }

@@ -34,11 +34,14 @@ impl RecipientIndex {
         Self::default()
     }
 
-    pub fn insert(&self, did: Did) {
+    /// Adds `did`; `true` if it was not in the index before.
+    pub fn insert(&self, did: Did) -> bool {
         let mut dids = self.dids.write().unwrap_or_else(|p| p.into_inner());
-        if dids.insert(did) {
+        let added = dids.insert(did);
+        if added {
             self.count.send_replace(dids.len());
         }
+        added
     }
 
     pub fn remove(&self, did: &Did) {
@@ -81,9 +84,9 @@ mod tests {
     #[test]
     fn counts_each_account_once() {
         let index = RecipientIndex::new();
-        index.insert(did(ALICE));
-        index.insert(did(ALICE));
-        index.insert(did(BOB));
+        assert!(index.insert(did(ALICE)));
+        assert!(!index.insert(did(ALICE)));
+        assert!(index.insert(did(BOB)));
         assert_eq!(index.len(), 2);
         assert!(index.contains(&did(BOB)));
         index.remove(&did(BOB));

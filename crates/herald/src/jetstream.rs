@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use herald_atproto::actor_names::{ActorNames, ActorNamesConfig, PdsNames};
+use herald_atproto::block_backfill::{self, BackfillQueue, BackfillStats};
 use herald_atproto::jetstream::{JetstreamSource, StatusHandle};
 use herald_atproto::jetstream_pipeline::{JetstreamPipeline, PipelineStats, SOURCE_NAME};
 use herald_core::store::Store;
@@ -26,10 +27,16 @@ use crate::server::AppState;
 /// write, small enough that back-pressure reaches the socket quickly.
 const EVENTS_IN_FLIGHT: usize = 4096;
 
+/// Block records read from PDSes waiting for the pipeline; the backfill
+/// waits when it is full.
+const BACKFILL_IN_FLIGHT: usize = 1024;
+
 /// The running source's figures, for `/health`.
 pub struct JetstreamHealth {
     status: StatusHandle,
     stats: Arc<PipelineStats>,
+    backfill: Arc<BackfillStats>,
+    backfill_queue: Arc<BackfillQueue>,
 }
 
 impl JetstreamHealth {
@@ -45,6 +52,13 @@ impl JetstreamHealth {
             "unreadable": count(&self.stats.unreadable),
             "too_old": count(&self.stats.too_old),
             "rate_limited": count(&self.stats.rate_limited),
+            "block_backfill": {
+                "waiting": self.backfill_queue.len(),
+                "accounts_done": count(&self.backfill.accounts_done),
+                "records": count(&self.stats.backfilled_records),
+                "failures": count(&self.backfill.failures),
+                "abandoned": count(&self.backfill.abandoned),
+            },
             "notifications": count(&self.stats.notifications),
             "frames_refused": s.frames_refused,
             "disconnects": s.disconnects,
@@ -90,17 +104,29 @@ pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
         ActorNamesConfig::default(),
         Arc::new(PdsNames::new(Arc::clone(&atproto.resolver))),
     )))
-    .with_rate_limit(runtime.config.atproto.rate_limit.limit())
-    .with_api(api);
+    .with_rate_limit(runtime.config.atproto.rate_limit.limit());
+    let (updates_tx, updates_rx) = mpsc::channel(BACKFILL_IN_FLIGHT);
+    let pipeline = pipeline.with_api(api).with_state_updates(updates_rx);
+    let backfill_stats = Arc::new(BackfillStats::default());
     let _ = runtime.jetstream_health.set(JetstreamHealth {
         status: source.status(),
         stats: pipeline.stats(),
+        backfill: Arc::clone(&backfill_stats),
+        backfill_queue: Arc::clone(&runtime.backfill),
     });
     tracing::info!(?cursor, "Jetstream source starting");
+    let backfill = tokio::spawn(block_backfill::run(
+        Arc::clone(&runtime.backfill),
+        Arc::clone(&atproto.resolver),
+        updates_tx,
+        backfill_stats,
+        stop.clone(),
+    ));
     let (events_tx, events_rx) = mpsc::channel(EVENTS_IN_FLIGHT);
     let reader = tokio::spawn(source.run(events_tx, stop.clone()));
     pipeline.run(events_rx, stop).await;
     if let Ok(Err(e)) = reader.await {
         tracing::warn!(error = %e, "Jetstream source ended");
     }
+    let _ = backfill.await;
 }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
+use herald_atproto::block_backfill::BackfillQueue;
 use herald_atproto::did::Did;
 use herald_atproto::jetstream::JetstreamConfig;
 use herald_atproto::recipients::RecipientIndex;
@@ -151,6 +152,8 @@ pub struct Runtime {
     pub atproto: Option<crate::atproto::AtprotoService>,
     /// AT Protocol accounts with a device: whom the rules may notify.
     pub recipients: Arc<RecipientIndex>,
+    /// Accounts whose past blocks are still to be read from their PDS.
+    pub backfill: Arc<BackfillQueue>,
     /// The Jetstream source's settings, when it is to run.
     pub jetstream_config: Option<JetstreamConfig>,
     /// Set once the Jetstream source has started.
@@ -183,10 +186,13 @@ impl Runtime {
             }
             _ => None,
         };
+        // Blocks are not stored yet: every account's are read again at start.
         let recipients = Arc::new(RecipientIndex::new());
+        let backfill = Arc::new(BackfillQueue::new());
         for account in store.accounts_in(ATPROTO_NAMESPACE).await? {
             if let Some(did) = atproto_did(&account) {
-                recipients.insert(did);
+                recipients.insert(did.clone());
+                backfill.push(did);
             }
         }
         Ok(Self {
@@ -197,6 +203,7 @@ impl Runtime {
             fan_out,
             atproto,
             recipients,
+            backfill,
             jetstream_config,
             jetstream_health: OnceLock::new(),
         })
@@ -282,8 +289,10 @@ impl Runtime {
     /// once that the account may now be notified.
     pub async fn store_device(&self, device: &NewDevice) -> Result<Device, StoreError> {
         let stored = self.store.upsert_device(device, now_ms()).await?;
-        if let Some(did) = atproto_did(&device.account) {
-            self.recipients.insert(did);
+        if let Some(did) = atproto_did(&device.account)
+            && self.recipients.insert(did.clone())
+        {
+            self.backfill.push(did);
         }
         Ok(stored)
     }

@@ -271,3 +271,43 @@ async fn v2_events_are_read_and_a_burst_of_likes_stops_at_the_rate_limit() {
     assert_eq!(source["rate_limited"], 3, "{health}");
     assert_eq!(source["unreadable"], 0, "{health}");
 }
+
+#[tokio::test]
+async fn a_block_made_before_registering_hides_the_blockers_likes() {
+    let jetstream = JetstreamService::start().await;
+    let receiver = Receiver::start().await;
+    let plc = PlcDirectory::start().await;
+    let pds = PdsService::start().await;
+    // Bob blocked Alice last year, long before herald watched.
+    plc.set_identity(BOB, "bob.example.com", &pds.url());
+    pds.put_record(
+        BOB,
+        "app.bsky.graph.block",
+        "3blk",
+        json!({"$type": "app.bsky.graph.block", "subject": ALICE, "createdAt": "2025-01-01T00:00:00.000Z"}),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let herald = start(dir.path(), &jetstream, &plc).await;
+    let (status, _) = herald
+        .register(&format!("atproto:{BOB}"), &receiver.endpoint("bob"))
+        .await;
+    assert_eq!(status, 201);
+    wait_until("bob's past blocks are read", || async {
+        let health = herald.health().await;
+        health["atproto"]["jetstream"]["block_backfill"]["accounts_done"] == 1
+    })
+    .await;
+
+    let now = now_us();
+    jetstream.publish(like_post(ALICE, "3la", BOB, "3p", now));
+    jetstream.publish(like_post(CAROL, "3lc", BOB, "3p", now));
+    let pushed = receiver.wait_for("bob", 1, |_| true).await;
+    assert_eq!(pushed[0].body["data"]["actorDid"], CAROL);
+    let health = herald.health().await;
+    assert_eq!(health["atproto"]["jetstream"]["events"], 2, "{health}");
+    assert_eq!(
+        health["atproto"]["jetstream"]["block_backfill"]["records"], 1,
+        "{health}"
+    );
+    assert_eq!(receiver.arrivals("bob").len(), 1);
+}

@@ -21,12 +21,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::json;
+use herald_core::store::StateChange;
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 
 use crate::at_uri::AtUri;
 use crate::did::Did;
-use crate::jetstream_event::{EventBody, JetstreamEvent, Operation, Record, nsid, parse_event};
+use crate::jetstream_event::{EventBody, JetstreamEvent, Operation, Record, create_event, nsid};
 use crate::pds::{PdsError, list_records};
 use crate::resolver::DidResolver;
 
@@ -101,13 +101,22 @@ pub struct BackfillStats {
     pub abandoned: AtomicU64,
 }
 
+/// What the backfill hands the pipeline.
+#[derive(Debug)]
+pub enum StateUpdate {
+    /// A past block, list block or list item, to learn.
+    Event(JetstreamEvent),
+    /// Every past block of this account was handed on: keep that fact.
+    Backfilled(Did),
+}
+
 /// Reads the queued accounts' blocks, [`CONCURRENT_BACKFILLS`] at a time,
 /// and hands the events to `updates` (the pipeline's state) until `stop`.
 /// A failed account is tried again later, [`MAX_TRIES`] times in all.
 pub async fn run(
     queue: Arc<BackfillQueue>,
     resolver: Arc<DidResolver>,
-    updates: mpsc::Sender<JetstreamEvent>,
+    updates: mpsc::Sender<StateUpdate>,
     stats: Arc<BackfillStats>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -132,8 +141,9 @@ pub async fn run(
             drop(permit);
             match result {
                 Ok(events) => {
-                    for event in events {
-                        if updates.send(event).await.is_err() {
+                    let updates_of = events.into_iter().map(StateUpdate::Event);
+                    for update in updates_of.chain([StateUpdate::Backfilled(did)]) {
+                        if updates.send(update).await.is_err() {
                             return;
                         }
                     }
@@ -267,10 +277,21 @@ fn as_event(repo: &Did, collection: &str, uri: &str, value: &str) -> Option<Jets
     if uri.did() != repo || uri.collection() != collection {
         return None;
     }
-    let value: serde_json::Value = serde_json::from_str(value).ok()?;
-    let event = json!({
-        "did": repo.as_str(), "time_us": 0, "kind": "commit",
-        "commit": {"rev": "backfill", "operation": "create", "collection": collection, "rkey": uri.rkey(), "record": value},
-    });
-    parse_event(event.to_string().as_bytes()).ok()
+    create_event(&uri, value).ok()
+}
+
+/// The store key that says an account's past blocks were read.
+const BACKFILLED_PREFIX: &str = "backfilled:";
+
+/// What to keep once `did`'s past blocks are in the state.
+pub fn backfilled_marker(did: &Did) -> StateChange {
+    StateChange {
+        key: format!("{BACKFILLED_PREFIX}{}", did.as_str()),
+        value: Some("1".into()),
+    }
+}
+
+/// The account a kept key marks as backfilled, if it is such a key.
+pub fn backfilled_account(key: &str) -> Option<Did> {
+    Did::parse(key.strip_prefix(BACKFILLED_PREFIX)?).ok()
 }

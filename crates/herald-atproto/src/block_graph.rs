@@ -21,7 +21,12 @@ use std::hash::Hash;
 
 use crate::at_uri::AtUri;
 use crate::did::Did;
-use crate::jetstream_event::{EventBody, JetstreamEvent, Operation, Record, nsid};
+use herald_core::store::StateChange;
+use serde_json::json;
+
+use crate::jetstream_event::{
+    Commit, EventBody, JetstreamEvent, Operation, Record, create_event, nsid,
+};
 
 #[derive(Debug, Default)]
 pub struct BlockGraph {
@@ -51,30 +56,32 @@ impl BlockGraph {
     }
 
     /// Learns a block, list block or list item being created, updated or
-    /// deleted; ignores every other event.
-    pub fn apply(&mut self, event: &JetstreamEvent) {
+    /// deleted; ignores every other event. `true` if the graph changed (a
+    /// record was added, replaced or removed), which is what is worth
+    /// keeping: the delete of a block herald never knew changes nothing.
+    pub fn apply(&mut self, event: &JetstreamEvent) -> bool {
         let EventBody::Commit(commit) = &event.body else {
-            return;
+            return false;
         };
-        if !matches!(
-            commit.uri.collection(),
-            nsid::GRAPH_BLOCK | nsid::GRAPH_LISTBLOCK | nsid::GRAPH_LISTITEM
-        ) {
-            return;
+        if !is_block_graph(commit.uri.collection()) {
+            return false;
         }
         let owner = commit.uri.did();
         // An update replaces the record's edge; a delete only removes it.
-        if let Some(old) = self.records.remove(&commit.uri) {
-            self.unlink(owner, &old);
+        let old = self.records.remove(&commit.uri);
+        if let Some(old) = &old {
+            self.unlink(owner, old);
         }
         let edge = match &commit.operation {
             Operation::Create(record) | Operation::Update(record) => Edge::of(owner, record),
             Operation::Delete => None,
         };
+        let added = edge.is_some();
         if let Some(edge) = edge {
             self.link(owner, &edge);
             self.records.insert(commit.uri.clone(), edge);
         }
+        old.is_some() || added
     }
 
     /// Whether `blocker` blocks `subject`, directly or through a list.
@@ -117,6 +124,45 @@ impl BlockGraph {
             Edge::ListItem { list, member } => self.members.remove(list, member),
         }
     }
+}
+
+/// The collections whose records make the graph.
+pub fn is_block_graph(collection: &str) -> bool {
+    matches!(
+        collection,
+        nsid::GRAPH_BLOCK | nsid::GRAPH_LISTBLOCK | nsid::GRAPH_LISTITEM
+    )
+}
+
+/// What to keep in the store for a block-graph commit, so the graph can be
+/// rebuilt after a restart: the record's essentials under its URI, or the
+/// URI's removal. Only the fields the graph reads are kept.
+pub fn state_change(commit: &Commit) -> StateChange {
+    let essentials = match &commit.operation {
+        Operation::Create(record) | Operation::Update(record) => match record {
+            Record::Block(block) => Some(json!({"subject": block.subject.as_str()})),
+            Record::ListBlock(list_block) => Some(json!({"subject": list_block.subject.as_str()})),
+            Record::ListItem(item) => {
+                Some(json!({"subject": item.subject.as_str(), "list": item.list.as_str()}))
+            }
+            _ => None,
+        },
+        Operation::Delete => None,
+    };
+    StateChange {
+        key: commit.uri.as_str().to_owned(),
+        value: essentials.map(|v| v.to_string()),
+    }
+}
+
+/// The create event a kept `(key, value)` stands for; `None` for a key that
+/// is not a block-graph record's.
+pub fn restore(key: &str, value: &str) -> Option<JetstreamEvent> {
+    let uri = AtUri::parse(key).ok()?;
+    if !is_block_graph(uri.collection()) {
+        return None;
+    }
+    create_event(&uri, value).ok()
 }
 
 impl Edge {
@@ -279,8 +325,8 @@ mod tests {
     #[test]
     fn deleting_an_unknown_record_changes_nothing() {
         let mut graph = graph(&[block(ALICE, "3b1", BOB)]);
-        graph.apply(&delete(ALICE, nsid::GRAPH_BLOCK, "3other"));
-        graph.apply(&delete(BOB, nsid::GRAPH_BLOCK, "3b1"));
+        assert!(!graph.apply(&delete(ALICE, nsid::GRAPH_BLOCK, "3other")));
+        assert!(!graph.apply(&delete(BOB, nsid::GRAPH_BLOCK, "3b1")));
         assert!(graph.blocks(&did(ALICE), &did(BOB)));
     }
 
@@ -331,5 +377,48 @@ mod tests {
             json!({"subject": BOB}),
         )]);
         assert!(graph.records.is_empty());
+    }
+
+    #[test]
+    fn what_is_kept_restores_the_same_graph_after_a_restart() {
+        let list = record_uri(CAROL, "app.bsky.graph.list", "3mods");
+        let events = [
+            create(ALICE, nsid::GRAPH_BLOCK, "3b", json!({"subject": BOB})),
+            create(BOB, nsid::GRAPH_LISTBLOCK, "3lb", json!({"subject": list})),
+            create(
+                CAROL,
+                nsid::GRAPH_LISTITEM,
+                "3li",
+                json!({"subject": ALICE, "list": list}),
+            ),
+        ];
+        let mut live = BlockGraph::new();
+        let mut restored = BlockGraph::new();
+        for event in &events {
+            assert!(live.apply(event));
+            let EventBody::Commit(commit) = &event.body else {
+                unreachable!()
+            };
+            let kept = state_change(commit);
+            let value = kept.value.expect("a create keeps its record");
+            assert!(value.len() < 200, "{value}");
+            restored.apply(&restore(&kept.key, &value).expect("restores"));
+        }
+        for (a, b) in [(ALICE, BOB), (BOB, ALICE)] {
+            assert!(restored.either_blocks(&did(a), &did(b)));
+        }
+        let forget = state_change(match &delete(ALICE, nsid::GRAPH_BLOCK, "3b").body {
+            EventBody::Commit(c) => c,
+            _ => unreachable!(),
+        });
+        assert_eq!(forget.value, None);
+        assert!(
+            restore(
+                "at://did:plc:aliceeeeeeeeeeeeeeeeeeee/app.bsky.feed.like/3x",
+                "{}"
+            )
+            .is_none()
+        );
+        assert!(restore("not a uri", "{}").is_none());
     }
 }

@@ -223,6 +223,18 @@ pub fn parse_event(json: &[u8]) -> Result<JetstreamEvent, EventError> {
     })
 }
 
+/// The create event the stream would carry for the record `uri` whose
+/// JSON is `record`: how records read elsewhere (a PDS, the store) go
+/// through the same checks as live ones.
+pub fn create_event(uri: &AtUri, record: &str) -> Result<JetstreamEvent, EventError> {
+    let record: serde_json::Value = serde_json::from_str(record).map_err(json_error)?;
+    let event = serde_json::json!({
+        "did": uri.did().as_str(), "time_us": 0, "kind": "commit",
+        "commit": {"rev": "", "operation": "create", "collection": uri.collection(), "rkey": uri.rkey(), "record": record},
+    });
+    parse_event(event.to_string().as_bytes())
+}
+
 /// The `$type` of a v2 `subscribeEvents` message, before its `#kind`.
 const V2_MESSAGE_TYPE: &str = "network.bsky.jetstream.subscribeEvents";
 

@@ -25,16 +25,20 @@
 //!   a short budget at most (`actor_names`); without a names source
 //!   ([`JetstreamPipeline::with_names`]) every push says "Someone".
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use herald_core::fan_out::FanOut;
 use herald_core::model::Notification;
+use herald_core::store::StateChange;
 use herald_core::time::now_ms;
 use tokio::sync::{mpsc, watch};
 
 use crate::actor_names::{ActorNameSource, NoNames};
+use crate::block_backfill::{StateUpdate, backfilled_account, backfilled_marker};
+use crate::block_graph;
 use crate::did::Did;
 use crate::jetstream::{JetstreamApi, RawEvent};
 use crate::jetstream_event::{JetstreamEvent, parse_event, parse_v2_event};
@@ -79,13 +83,21 @@ pub struct JetstreamPipeline {
     rates: RecipientRates,
     /// Which wire the events come from: v1 and v2 shape them differently.
     api: JetstreamApi,
-    updates: Option<mpsc::Receiver<JetstreamEvent>>,
+    updates: Option<mpsc::Receiver<StateUpdate>>,
+    /// State changes not yet written; they go with the next cursor.
+    to_keep: Vec<StateChange>,
+    start_cursor: Option<u64>,
+}
+
+/// What the pipeline does next.
+enum Step {
+    Stop,
+    Learn(StateUpdate),
+    Event(RawEvent),
 }
 
 /// The next state update, or never when there is no source of them.
-async fn next_update(
-    updates: &mut Option<mpsc::Receiver<JetstreamEvent>>,
-) -> Option<JetstreamEvent> {
+async fn next_update(updates: &mut Option<mpsc::Receiver<StateUpdate>>) -> Option<StateUpdate> {
     match updates {
         Some(updates) => updates.recv().await,
         None => std::future::pending().await,
@@ -103,6 +115,8 @@ impl JetstreamPipeline {
             rates: RecipientRates::new(RateLimit::DEFAULT),
             api: JetstreamApi::V1,
             updates: None,
+            to_keep: Vec::new(),
+            start_cursor: None,
         }
     }
 
@@ -112,10 +126,31 @@ impl JetstreamPipeline {
         self
     }
 
-    /// Applies the events `updates` brings to the state, without pushing:
-    /// blocks read from new accounts' PDSes (`block_backfill`).
-    pub fn with_state_updates(mut self, updates: mpsc::Receiver<JetstreamEvent>) -> Self {
+    /// Applies what `updates` brings to the state, without pushing: blocks
+    /// read from new accounts' PDSes (`block_backfill`).
+    pub fn with_state_updates(mut self, updates: mpsc::Receiver<StateUpdate>) -> Self {
         self.updates = Some(updates);
+        self
+    }
+
+    /// Rebuilds the blocks from what the store kept (`source_state`);
+    /// returns the accounts whose past blocks were already read.
+    pub fn restore(&mut self, kept: &[(String, String)]) -> HashSet<Did> {
+        let mut backfilled = HashSet::new();
+        for (key, value) in kept {
+            if let Some(did) = backfilled_account(key) {
+                backfilled.insert(did);
+            } else if let Some(event) = block_graph::restore(key, value) {
+                // Already kept: nothing to write again.
+                let _ = self.state.apply(&event);
+            }
+        }
+        backfilled
+    }
+
+    /// The cursor the source starts from, stored by an earlier run.
+    pub fn starting_at(mut self, cursor: Option<u64>) -> Self {
+        self.start_cursor = cursor;
         self
     }
 
@@ -143,33 +178,68 @@ impl JetstreamPipeline {
         mut stop: watch::Receiver<bool>,
     ) {
         let mut last_saved = Instant::now();
-        let mut unsaved: Option<u64> = None;
+        // The newest cursor handled (the stored one until an event comes):
+        // state learned from a PDS is written with it, so it never moves back.
+        let mut cursor = self.start_cursor;
+        let mut unsaved = false;
         loop {
-            let raw = tokio::select! {
+            let step = tokio::select! {
                 // Learned state first: a block read from a PDS should hide
                 // the very next event's push.
                 biased;
-                _ = stop.wait_for(|s| *s) => None,
-                Some(update) = next_update(&mut self.updates) => {
-                    self.stats.backfilled_records.fetch_add(1, Ordering::Relaxed);
-                    self.state.apply(&update);
-                    continue;
-                }
-                raw = events.recv() => raw,
+                _ = stop.wait_for(|s| *s) => Step::Stop,
+                Some(update) = next_update(&mut self.updates) => Step::Learn(update),
+                raw = events.recv() => raw.map_or(Step::Stop, Step::Event),
             };
-            let Some(raw) = raw else { break };
-            let batch = self.handle(&raw).await;
-            unsaved = Some(raw.cursor);
-            if !batch.is_empty() || last_saved.elapsed() >= CURSOR_SAVE_INTERVAL {
-                if !self.commit(raw.cursor, &batch, &mut stop).await {
+            let batch = match step {
+                Step::Stop => break,
+                Step::Learn(update) => {
+                    self.learn(update);
+                    Vec::new()
+                }
+                Step::Event(raw) => {
+                    cursor = Some(raw.cursor);
+                    self.handle(&raw).await
+                }
+            };
+            unsaved |= cursor.is_some() || !self.to_keep.is_empty();
+            let due = last_saved.elapsed() >= CURSOR_SAVE_INTERVAL;
+            if let Some(at) = cursor
+                && unsaved
+                && (!batch.is_empty() || due)
+            {
+                if !self.commit(at, &batch, &mut stop).await {
                     return;
                 }
                 last_saved = Instant::now();
-                unsaved = None;
+                unsaved = false;
             }
         }
-        if let Some(cursor) = unsaved {
-            self.commit(cursor, &[], &mut stop).await;
+        // With no cursor at all (no event ever, none stored) there is nothing
+        // to write state beside: the next start reads the PDSes again.
+        if let Some(at) = cursor
+            && unsaved
+        {
+            self.commit(at, &[], &mut stop).await;
+        }
+    }
+
+    fn learn(&mut self, update: StateUpdate) {
+        match update {
+            StateUpdate::Event(event) => {
+                self.stats
+                    .backfilled_records
+                    .fetch_add(1, Ordering::Relaxed);
+                self.keep(&event);
+            }
+            StateUpdate::Backfilled(did) => self.to_keep.push(backfilled_marker(&did)),
+        }
+    }
+
+    /// Applies `event` to the state, noting what the store must keep of it.
+    fn keep(&mut self, event: &JetstreamEvent) {
+        if let Some(change) = self.state.apply(event) {
+            self.to_keep.push(change);
         }
     }
 
@@ -197,7 +267,7 @@ impl JetstreamPipeline {
             self.stats.too_old.fetch_add(1, Ordering::Relaxed);
             Vec::new()
         };
-        self.state.apply(&event);
+        self.keep(&event);
         // Before naming: a push not sent costs no lookup.
         let now = Instant::now();
         let before = candidates.len();
@@ -212,7 +282,7 @@ impl JetstreamPipeline {
     /// Queues `batch` with `cursor`, retrying until stored; `false` if
     /// herald is stopping and it was not.
     async fn commit(
-        &self,
+        &mut self,
         cursor: u64,
         batch: &[Notification],
         stop: &mut watch::Receiver<bool>,
@@ -222,13 +292,14 @@ impl JetstreamPipeline {
         loop {
             match self
                 .fan_out
-                .submit_with_cursor(SOURCE_NAME, &cursor, batch, now_ms())
+                .submit_with_cursor(SOURCE_NAME, &cursor, batch, &self.to_keep, now_ms())
                 .await
             {
                 Ok(_) => {
                     self.stats
                         .notifications
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    self.to_keep.clear();
                     return true;
                 }
                 Err(e) => {

@@ -26,11 +26,12 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use crate::at_uri::AtUri;
-use crate::block_graph::BlockGraph;
+use crate::block_graph::{self, BlockGraph};
 use crate::did::Did;
 use crate::jetstream_event::{Commit, EventBody, JetstreamEvent, Operation, Record, nsid};
 use crate::recipients::RecipientIndex;
 use crate::rules::RuleState;
+use herald_core::store::StateChange;
 
 /// Reply links remembered: at about 250 bytes each, some 50 MB, several
 /// minutes of the whole network's replies (about 11% of ~2,000 events/s).
@@ -92,13 +93,16 @@ impl MemoryState {
     /// Learns what later events need from `event`. Call it after the rules
     /// have seen the event: they read the state as it was before, and the
     /// delete of a verification needs the subject it is about to forget.
-    pub fn apply(&mut self, event: &JetstreamEvent) {
+    /// Returns what of it the store must keep to rebuild the blocks after a
+    /// restart (the rest is rebuilt by the stream itself).
+    pub fn apply(&mut self, event: &JetstreamEvent) -> Option<StateChange> {
         let EventBody::Commit(commit) = &event.body else {
-            return;
+            return None;
         };
-        if self.may_hide_a_notification(commit) {
-            self.blocks.apply(event);
-        }
+        let kept = (block_graph::is_block_graph(commit.uri.collection())
+            && self.may_hide_a_notification(commit)
+            && self.blocks.apply(event))
+        .then(|| block_graph::state_change(commit));
         let uri = &commit.uri;
         match uri.collection() {
             nsid::FEED_POST => match &commit.operation {
@@ -127,6 +131,7 @@ impl MemoryState {
             },
             _ => {}
         }
+        kept
     }
 }
 

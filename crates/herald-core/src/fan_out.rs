@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::dispatcher::Wake;
 use crate::model::{Device, NewDelivery, Notification, Transport};
-use crate::store::{EnqueueReport, Queue, Store, StoreError};
+use crate::store::{EnqueueReport, Queue, StateChange, Store, StoreError};
 use crate::time::{UnixMillis, millis};
 
 /// Builds the deliveries of one notification for the given devices. Pure, so
@@ -84,12 +84,14 @@ impl FanOut {
         Ok(report)
     }
 
-    /// Queues a source's notifications and advances its cursor atomically.
+    /// Queues a source's notifications, keeps its `state` changes and
+    /// advances its cursor atomically.
     pub async fn submit_with_cursor(
         &self,
         source: &str,
         cursor: &str,
         notifications: &[Notification],
+        state: &[StateChange],
         now: UnixMillis,
     ) -> Result<EnqueueReport, StoreError> {
         let mut deliveries = Vec::new();
@@ -98,7 +100,7 @@ impl FanOut {
         }
         let report = self
             .queue
-            .enqueue_and_advance(source, cursor, &deliveries)
+            .enqueue_and_advance(source, cursor, &deliveries, state)
             .await?;
         self.wake
             .notify(deliveries.iter().map(|d| d.device.registration.transport));

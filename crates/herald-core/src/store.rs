@@ -55,6 +55,9 @@ pub trait Store: Send + Sync {
 
     /// The last cursor a source committed, if any.
     async fn cursor(&self, source: &str) -> Result<Option<String>, StoreError>;
+
+    /// Everything a source has kept beside its cursor, as `(key, value)`.
+    async fn source_state(&self, source: &str) -> Result<Vec<(String, String)>, StoreError>;
 }
 
 /// What an enqueue did.
@@ -82,6 +85,14 @@ pub enum Settlement {
     RetryAt { due_at: UnixMillis, error: String },
 }
 
+/// One change to what a source keeps beside its cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    pub key: String,
+    /// `None` forgets the key.
+    pub value: Option<String>,
+}
+
 /// Deliveries waiting for a provider.
 ///
 /// A delivery is claimed under a lease: if the claiming process dies, the
@@ -91,13 +102,14 @@ pub enum Settlement {
 pub trait Queue: Send + Sync {
     async fn enqueue(&self, deliveries: &[NewDelivery]) -> Result<EnqueueReport, StoreError>;
 
-    /// Enqueues deliveries and advances a source's cursor in one transaction,
-    /// so a crash either keeps both or neither.
+    /// Enqueues deliveries, applies `state` changes and advances a source's
+    /// cursor in one transaction, so a crash keeps all or none of them.
     async fn enqueue_and_advance(
         &self,
         source: &str,
         cursor: &str,
         deliveries: &[NewDelivery],
+        state: &[StateChange],
     ) -> Result<EnqueueReport, StoreError>;
 
     /// Leases up to `limit` deliveries for `transport` that are due at `now`,

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use herald_core::model::{Account, AppId, Delivery, Device, NewDelivery, NewDevice, Transport};
-use herald_core::store::{EnqueueReport, Queue, Settlement, Store, StoreError};
+use herald_core::store::{EnqueueReport, Queue, Settlement, StateChange, Store, StoreError};
 use herald_core::time::{UnixMillis, now_ms};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{Any, AnyPool, Executor, Transaction};
@@ -267,6 +267,14 @@ impl Store for SqlStore {
             .await
             .map_err(map_err)
     }
+
+    async fn source_state(&self, source: &str) -> Result<Vec<(String, String)>, StoreError> {
+        sqlx::query_as("SELECT key, value FROM source_state WHERE source = $1 ORDER BY key")
+            .bind(source)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)
+    }
 }
 
 #[async_trait]
@@ -284,10 +292,26 @@ impl Queue for SqlStore {
         source: &str,
         cursor: &str,
         deliveries: &[NewDelivery],
+        state: &[StateChange],
     ) -> Result<EnqueueReport, StoreError> {
         let _writing = self.writing().await;
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         let report = Self::insert_deliveries(&mut tx, deliveries).await?;
+        for change in state {
+            let query = match &change.value {
+                Some(value) => sqlx::query(
+                    "INSERT INTO source_state (source, key, value) VALUES ($1, $2, $3) \
+                     ON CONFLICT (source, key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(source)
+                .bind(&change.key)
+                .bind(value),
+                None => sqlx::query("DELETE FROM source_state WHERE source = $1 AND key = $2")
+                    .bind(source)
+                    .bind(&change.key),
+            };
+            query.execute(&mut *tx).await.map_err(map_err)?;
+        }
         sqlx::query(
             "INSERT INTO cursors (source, cursor, updated_at) VALUES ($1, $2, $3) \
              ON CONFLICT (source) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",

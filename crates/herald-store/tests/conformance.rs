@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use herald_core::model::{
     Account, AppId, Device, Message, NewDelivery, NewDevice, Platform, Priority, Transport,
 };
-use herald_core::store::{Queue, Settlement, Store};
+use herald_core::store::{Queue, Settlement, StateChange, Store};
 use herald_store::{Backend, SqlStore};
 use sqlx::Connection;
 
@@ -142,6 +142,7 @@ conformance!(
     nothing_is_queued_for_a_device_removed_meanwhile,
     a_dedupe_key_reaches_each_device_once_per_window,
     the_cursor_advances_with_the_deliveries_it_produced,
+    source_state_is_kept_and_forgotten_with_the_cursor,
     concurrent_claims_never_hand_out_a_delivery_twice,
     unreadable_rows_are_reported_not_skipped,
 );
@@ -204,7 +205,7 @@ async fn claim_all(store: &SqlStore, transport: Transport, now: i64) -> Vec<hera
 
 async fn migrations_are_recorded_and_idempotent(h: &Harness) {
     let store = &h.store;
-    assert_eq!(store.schema_version().await.unwrap(), Some(1));
+    assert_eq!(store.schema_version().await.unwrap(), Some(2));
     store.ping().await.unwrap();
 }
 
@@ -483,12 +484,17 @@ async fn the_cursor_advances_with_the_deliveries_it_produced(h: &Harness) {
     assert_eq!(store.cursor("jetstream").await.unwrap(), None);
     let d = device(store, "alice", "a").await;
     let r = store
-        .enqueue_and_advance("jetstream", "1725911162329308", &[delivery(&d, "x", 0)])
+        .enqueue_and_advance(
+            "jetstream",
+            "1725911162329308",
+            &[delivery(&d, "x", 0)],
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(r.queued, 1);
     store
-        .enqueue_and_advance("jetstream", "1725911162329999", &[])
+        .enqueue_and_advance("jetstream", "1725911162329999", &[], &[])
         .await
         .unwrap();
     assert_eq!(
@@ -497,6 +503,45 @@ async fn the_cursor_advances_with_the_deliveries_it_produced(h: &Harness) {
     );
     assert_eq!(store.cursor("firehose").await.unwrap(), None);
     assert_eq!(store.depth().await.unwrap(), 1);
+}
+
+async fn source_state_is_kept_and_forgotten_with_the_cursor(h: &Harness) {
+    let store = &h.store;
+    let set = |key: &str, value: Option<&str>| StateChange {
+        key: key.into(),
+        value: value.map(str::to_owned),
+    };
+    store
+        .enqueue_and_advance(
+            "jetstream",
+            "1",
+            &[],
+            &[set("b", Some("1")), set("a", Some("2"))],
+        )
+        .await
+        .unwrap();
+    store
+        .enqueue_and_advance("firehose", "9", &[], &[set("a", Some("other source"))])
+        .await
+        .unwrap();
+    store
+        .enqueue_and_advance(
+            "jetstream",
+            "2",
+            &[],
+            &[set("b", None), set("a", Some("3")), set("c", None)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.source_state("jetstream").await.unwrap(),
+        [("a".to_owned(), "3".to_owned())]
+    );
+    assert_eq!(store.source_state("firehose").await.unwrap().len(), 1);
+    assert_eq!(
+        store.cursor("jetstream").await.unwrap().as_deref(),
+        Some("2")
+    );
 }
 
 async fn concurrent_claims_never_hand_out_a_delivery_twice(h: &Harness) {

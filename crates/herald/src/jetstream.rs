@@ -25,7 +25,7 @@ use crate::server::AppState;
 
 /// Events read ahead of the pipeline: enough to ride out a slow store
 /// write, small enough that back-pressure reaches the socket quickly.
-const EVENTS_IN_FLIGHT: usize = 4096;
+pub(crate) const EVENTS_IN_FLIGHT: usize = 4096;
 
 /// Block records read from PDSes waiting for the pipeline; the backfill
 /// waits when it is full.
@@ -95,7 +95,7 @@ pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
         }
     };
     let max_event_age = Duration::from_secs(runtime.config.atproto.jetstream.max_event_age_secs);
-    let pipeline = JetstreamPipeline::new(
+    let mut pipeline = JetstreamPipeline::new(
         Arc::clone(&runtime.recipients),
         runtime.fan_out.clone(),
         max_event_age,
@@ -105,8 +105,30 @@ pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
         Arc::new(PdsNames::new(Arc::clone(&atproto.resolver))),
     )))
     .with_rate_limit(runtime.config.atproto.rate_limit.limit());
+    // The blocks kept in the store; past blocks are read only for the
+    // accounts registered before this start whose reading was not kept.
+    let kept = match runtime.store.source_state(SOURCE_NAME).await {
+        Ok(kept) => kept,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the kept blocks; reading every account's again");
+            Vec::new()
+        }
+    };
+    let backfilled = pipeline.restore(&kept);
+    let at_start = std::mem::take(
+        &mut *runtime
+            .accounts_at_start
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()),
+    );
+    for did in at_start.into_iter().filter(|d| !backfilled.contains(d)) {
+        runtime.backfill.push(did);
+    }
     let (updates_tx, updates_rx) = mpsc::channel(BACKFILL_IN_FLIGHT);
-    let pipeline = pipeline.with_api(api).with_state_updates(updates_rx);
+    let pipeline = pipeline
+        .with_api(api)
+        .with_state_updates(updates_rx)
+        .starting_at(cursor);
     let backfill_stats = Arc::new(BackfillStats::default());
     let _ = runtime.jetstream_health.set(JetstreamHealth {
         status: source.status(),

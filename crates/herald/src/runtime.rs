@@ -3,7 +3,7 @@
 //! the same code a user runs.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use herald_atproto::block_backfill::BackfillQueue;
 use herald_atproto::did::Did;
@@ -154,6 +154,9 @@ pub struct Runtime {
     pub recipients: Arc<RecipientIndex>,
     /// Accounts whose past blocks are still to be read from their PDS.
     pub backfill: Arc<BackfillQueue>,
+    /// The AT Protocol accounts registered before this start, until the
+    /// source takes them to read the past blocks of those it has not kept.
+    pub accounts_at_start: Mutex<Vec<Did>>,
     /// The Jetstream source's settings, when it is to run.
     pub jetstream_config: Option<JetstreamConfig>,
     /// Set once the Jetstream source has started.
@@ -186,13 +189,12 @@ impl Runtime {
             }
             _ => None,
         };
-        // Blocks are not stored yet: every account's are read again at start.
         let recipients = Arc::new(RecipientIndex::new());
-        let backfill = Arc::new(BackfillQueue::new());
+        let mut accounts_at_start = Vec::new();
         for account in store.accounts_in(ATPROTO_NAMESPACE).await? {
             if let Some(did) = atproto_did(&account) {
                 recipients.insert(did.clone());
-                backfill.push(did);
+                accounts_at_start.push(did);
             }
         }
         Ok(Self {
@@ -203,7 +205,8 @@ impl Runtime {
             fan_out,
             atproto,
             recipients,
-            backfill,
+            backfill: Arc::new(BackfillQueue::new()),
+            accounts_at_start: Mutex::new(accounts_at_start),
             jetstream_config,
             jetstream_health: OnceLock::new(),
         })

@@ -287,7 +287,7 @@ async fn a_block_made_before_registering_hides_the_blockers_likes() {
         json!({"$type": "app.bsky.graph.block", "subject": ALICE, "createdAt": "2025-01-01T00:00:00.000Z"}),
     );
     let dir = tempfile::tempdir().unwrap();
-    let herald = start(dir.path(), &jetstream, &plc).await;
+    let mut herald = start(dir.path(), &jetstream, &plc).await;
     let (status, _) = herald
         .register(&format!("atproto:{BOB}"), &receiver.endpoint("bob"))
         .await;
@@ -310,4 +310,25 @@ async fn a_block_made_before_registering_hides_the_blockers_likes() {
         "{health}"
     );
     assert_eq!(receiver.arrivals("bob").len(), 1);
+
+    // The block is kept with the cursor: after a restart it still holds,
+    // and bob's PDS is not read again.
+    let reads = pds.requests();
+    assert!(herald.terminate().await.success());
+    herald.restart().await;
+    wait_until("herald reconnects", || async {
+        jetstream.queries().len() == 2
+    })
+    .await;
+    let now = now_us();
+    jetstream.publish(like_post(ALICE, "3la2", BOB, "3q", now));
+    jetstream.publish(like_post(CAROL, "3lc2", BOB, "3q", now));
+    let pushed = receiver.wait_for("bob", 2, |_| true).await;
+    assert_eq!(pushed[1].body["data"]["actorDid"], CAROL);
+    let health = herald.health().await;
+    let backfill = &health["atproto"]["jetstream"]["block_backfill"];
+    assert_eq!(backfill["accounts_done"], 0, "{health}");
+    assert_eq!(backfill["waiting"], 0, "{health}");
+    assert_eq!(pds.requests(), reads);
+    assert_eq!(receiver.arrivals("bob").len(), 2);
 }

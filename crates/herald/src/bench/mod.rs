@@ -6,7 +6,10 @@
 
 mod apns;
 mod deliver;
+mod jetstream;
+mod process;
 mod register;
+mod synthetic_jetstream;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -24,6 +27,8 @@ pub enum Scenario {
     Register(register::Args),
     /// Pushes per second from the APNs provider to a local APNs stand-in (HTTP/2, TLS).
     Apns(apns::Args),
+    /// Jetstream events per second through decode, parse, rules and the SQLite queue.
+    Jetstream(jetstream::Args),
 }
 
 pub async fn run(scenario: Scenario) -> ExitCode {
@@ -31,6 +36,7 @@ pub async fn run(scenario: Scenario) -> ExitCode {
         Scenario::Deliver(args) => ("deliver", args.json, deliver::run(args).await),
         Scenario::Register(args) => ("register", args.json, register::run(args).await),
         Scenario::Apns(args) => ("apns", args.json, apns::run(args).await),
+        Scenario::Jetstream(args) => ("jetstream", args.json, jetstream::run(args).await),
     };
     match result {
         Ok(report) => {
@@ -51,7 +57,8 @@ pub struct Report {
     pub unit: &'static str,
     pub count: usize,
     pub elapsed: Duration,
-    /// Latency of each operation, in microseconds.
+    /// Latency of each operation, in microseconds; none for a scenario
+    /// that measures throughput alone.
     pub latencies_us: Vec<u64>,
     /// Parameters and further figures, printed as given.
     pub facts: Vec<(&'static str, Value)>,
@@ -71,12 +78,15 @@ impl Report {
     fn print(&self, as_json: bool) {
         let rate = self.count as f64 / self.elapsed.as_secs_f64();
         let [p50, p90, p99, max] = [0.5, 0.9, 0.99, 1.0].map(|p| self.percentile_ms(p));
+        let timed = !self.latencies_us.is_empty();
         if as_json {
             let mut out = json!({
                 "scenario": self.title, "count": self.count, "seconds": self.elapsed.as_secs_f64(),
                 format!("{}_per_second", self.unit): rate,
-                "latency_ms": {"p50": p50, "p90": p90, "p99": p99, "max": max},
             });
+            if timed {
+                out["latency_ms"] = json!({"p50": p50, "p90": p90, "p99": p99, "max": max});
+            }
             for (k, v) in &self.facts {
                 out[*k] = v.clone();
             }
@@ -98,10 +108,12 @@ impl Report {
         row(self.unit, self.count.to_string());
         row("elapsed", format!("{:.2} s", self.elapsed.as_secs_f64()));
         row("throughput", format!("{rate:.0} {}/s", self.unit));
-        row(
-            "latency, ms",
-            format!("p50 {p50:.2}   p90 {p90:.2}   p99 {p99:.2}   max {max:.2}"),
-        );
+        if timed {
+            row(
+                "latency, ms",
+                format!("p50 {p50:.2}   p90 {p90:.2}   p99 {p99:.2}   max {max:.2}"),
+            );
+        }
     }
 }
 

@@ -1,0 +1,21 @@
+//! herald's Nostr side.
+//!
+//! `pubkey` reads public keys as events carry them (hex) and as people send
+//! them (hex or NIP-19 `npub`, through `bech32`), and names their herald
+//! account `nostr:<hex>`. `event` parses NIP-01 events under size caps and
+//! accepts only those whose id is the hash of their contents and whose
+//! BIP-340 signature verifies; `nip98` checks NIP-98 `Authorization`
+//! headers on top of it. All failures are one `NostrError`.
+
+mod bech32;
+pub mod error;
+pub mod event;
+mod hex;
+pub mod nip98;
+pub mod pubkey;
+#[cfg(test)]
+mod test_support;
+
+pub use error::NostrError;
+pub use event::{Event, EventId};
+pub use pubkey::PublicKey;

@@ -8,7 +8,7 @@
 
 use async_trait::async_trait;
 
-use crate::model::{Account, AppId, Delivery, Device, NewDelivery, NewDevice, Transport};
+use crate::model::{Account, AppId, Delivery, Device, NewDelivery, NewDevice, Platform, Transport};
 use crate::time::UnixMillis;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +52,24 @@ pub trait Store: Send + Sync {
     /// Every account of `namespace` (`atproto`, `nostr`, …) with at least one
     /// device: what a source's recipient index starts from.
     async fn accounts_in(&self, namespace: &str) -> Result<Vec<Account>, StoreError>;
+
+    /// The devices of `app_id` whose account is in `namespace`, counted per
+    /// platform (platforms without a device are left out).
+    async fn count_devices_by_platform(
+        &self,
+        app_id: &AppId,
+        namespace: &str,
+    ) -> Result<Vec<(Platform, u64)>, StoreError>;
+
+    /// Removes, with what is queued for them, the devices of `app_id` in
+    /// `namespace` last registered before `registered_before`: registrations
+    /// with a time to live. Returns how many.
+    async fn expire_devices(
+        &self,
+        app_id: &AppId,
+        namespace: &str,
+        registered_before: UnixMillis,
+    ) -> Result<u64, StoreError>;
 
     /// The last cursor a source committed, if any.
     async fn cursor(&self, source: &str) -> Result<Option<String>, StoreError>;

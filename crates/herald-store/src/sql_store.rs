@@ -1,7 +1,9 @@
 //! `SqlStore`: the `Store` and `Queue` traits on SQLite or PostgreSQL.
 
 use async_trait::async_trait;
-use herald_core::model::{Account, AppId, Delivery, Device, NewDelivery, NewDevice, Transport};
+use herald_core::model::{
+    Account, AppId, Delivery, Device, NewDelivery, NewDevice, Platform, Transport,
+};
 use herald_core::store::{EnqueueReport, Queue, Settlement, StateChange, Store, StoreError};
 use herald_core::time::{UnixMillis, now_ms};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
@@ -243,11 +245,11 @@ impl Store for SqlStore {
         // An exact prefix comparison rather than LIKE (no wildcard in the
         // namespace can widen it) or a range (a locale collation does not
         // order ':' and ';' bytewise). Run at start-up only, so no index.
-        let prefix = format!("{namespace}:");
+        let (length, prefix) = namespace_prefix(namespace);
         let accounts: Vec<String> = sqlx::query_scalar(
             "SELECT DISTINCT account FROM devices WHERE substr(account, 1, $1) = $2 ORDER BY account",
         )
-        .bind(i32::try_from(prefix.chars().count()).unwrap_or(i32::MAX))
+        .bind(length)
         .bind(prefix)
         .fetch_all(&self.pool)
         .await
@@ -258,6 +260,57 @@ impl Store for SqlStore {
                 Account::parse(a).map_err(|e| StoreError::Corrupt(format!("account {a:?}: {e}")))
             })
             .collect()
+    }
+
+    async fn count_devices_by_platform(
+        &self,
+        app_id: &AppId,
+        namespace: &str,
+    ) -> Result<Vec<(Platform, u64)>, StoreError> {
+        let (length, prefix) = namespace_prefix(namespace);
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT platform, COUNT(*) FROM devices \
+             WHERE app_id = $1 AND substr(account, 1, $2) = $3 \
+             GROUP BY platform ORDER BY platform",
+        )
+        .bind(app_id.as_str())
+        .bind(length)
+        .bind(prefix)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.into_iter()
+            .map(|(platform, n)| {
+                let platform = platform
+                    .parse()
+                    .map_err(|e| StoreError::Corrupt(format!("platform {platform:?}: {e}")))?;
+                Ok((platform, u64::try_from(n).unwrap_or(0)))
+            })
+            .collect()
+    }
+
+    async fn expire_devices(
+        &self,
+        app_id: &AppId,
+        namespace: &str,
+        registered_before: UnixMillis,
+    ) -> Result<u64, StoreError> {
+        let _writing = self.writing().await;
+        let (length, prefix) = namespace_prefix(namespace);
+        // Queued deliveries and dedupe keys go with their device (ON DELETE CASCADE).
+        let removed = sqlx::query(
+            "DELETE FROM devices \
+             WHERE app_id = $1 AND substr(account, 1, $2) = $3 AND updated_at < $4",
+        )
+        .bind(app_id.as_str())
+        .bind(length)
+        .bind(prefix)
+        .bind(registered_before)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?
+        .rows_affected();
+        Ok(removed)
     }
 
     async fn cursor(&self, source: &str) -> Result<Option<String>, StoreError> {
@@ -401,6 +454,14 @@ fn truncate(text: &str, max: usize) -> &str {
         end -= 1;
     }
     &text[..end]
+}
+
+/// The account prefix of `namespace` and its length in characters, for an
+/// exact `substr(account, 1, length) = prefix` comparison.
+fn namespace_prefix(namespace: &str) -> (i32, String) {
+    let prefix = format!("{namespace}:");
+    let length = i32::try_from(prefix.chars().count()).unwrap_or(i32::MAX);
+    (length, prefix)
 }
 
 async fn count(pool: &AnyPool, sql: &'static str) -> Result<u64, StoreError> {

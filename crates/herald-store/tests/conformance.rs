@@ -134,6 +134,8 @@ conformance!(
     a_token_registered_by_another_account_moves_and_drops_old_deliveries,
     devices_are_removed_by_token_and_by_id,
     accounts_are_listed_by_namespace_once_each,
+    devices_are_counted_per_platform_within_one_app_and_namespace,
+    expired_registrations_go_with_their_deliveries_and_fresh_ones_stay,
     claimed_deliveries_carry_everything_the_provider_needs,
     claims_are_per_transport_and_bounded,
     a_leased_delivery_is_not_claimed_again_until_the_lease_ends,
@@ -304,6 +306,87 @@ async fn accounts_are_listed_by_namespace_once_each(h: &Harness) {
     );
     assert!(store.accounts_in("status").await.unwrap().is_empty());
     assert!(store.accounts_in("%").await.unwrap().is_empty());
+}
+
+/// A device of `app` for `account` on `platform`, registered at `at`.
+async fn device_of(
+    store: &SqlStore,
+    app: &str,
+    account: &str,
+    platform: Platform,
+    token: &str,
+    at: i64,
+) -> Device {
+    let device = NewDevice {
+        account: Account::parse(account).unwrap(),
+        app_id: AppId::parse(app).unwrap(),
+        platform,
+        ..registration("unused", token, Transport::UnifiedPush)
+    };
+    store.upsert_device(&device, at).await.unwrap()
+}
+
+async fn devices_are_counted_per_platform_within_one_app_and_namespace(h: &Harness) {
+    let store = &h.store;
+    let app = AppId::parse("com.example.app").unwrap();
+    assert!(
+        store
+            .count_devices_by_platform(&app, "nostr")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    for (app, account, platform, token) in [
+        ("com.example.app", "nostr:aa", Platform::Android, "1"),
+        ("com.example.app", "nostr:bb", Platform::Android, "2"),
+        ("com.example.app", "nostr:bb", Platform::Ios, "3"),
+        ("com.example.app", "nostrx:cc", Platform::Ios, "4"),
+        ("com.example.app", "test:dd", Platform::Ios, "5"),
+        ("com.example.other", "nostr:aa", Platform::Ios, "6"),
+    ] {
+        device_of(store, app, account, platform, token, 1_000).await;
+    }
+    assert_eq!(
+        store
+            .count_devices_by_platform(&app, "nostr")
+            .await
+            .unwrap(),
+        [(Platform::Android, 2), (Platform::Ios, 1)]
+    );
+}
+
+async fn expired_registrations_go_with_their_deliveries_and_fresh_ones_stay(h: &Harness) {
+    let store = &h.store;
+    let app = AppId::parse("com.example.app").unwrap();
+    let mut stale = None;
+    for (app, account, token, at) in [
+        ("com.example.app", "nostr:aa", "1", 1_000),
+        ("com.example.app", "nostr:bb", "2", 1_000),
+        // Registered again: renewed.
+        ("com.example.app", "nostr:bb", "2", 5_000),
+        ("com.example.app", "test:cc", "3", 1_000),
+        ("com.example.other", "nostr:aa", "4", 1_000),
+    ] {
+        let device = device_of(store, app, account, Platform::Android, token, at).await;
+        stale.get_or_insert(device);
+    }
+    let stale = stale.unwrap();
+    store
+        .enqueue(&[delivery(&stale, "for the stale one", 1_000)])
+        .await
+        .unwrap();
+
+    assert_eq!(store.expire_devices(&app, "nostr", 5_000).await.unwrap(), 1);
+    let left = store.devices_for_account(&stale.registration.account).await;
+    assert!(
+        left.unwrap()
+            .iter()
+            .all(|d| d.registration.app_id.as_str() == "com.example.other"),
+        "only the other app's device of the account is left"
+    );
+    assert_eq!(store.depth().await.unwrap(), 0, "its queued push went too");
+    assert_eq!(store.count_devices().await.unwrap(), 3);
+    assert_eq!(store.expire_devices(&app, "nostr", 5_000).await.unwrap(), 0);
 }
 
 async fn claimed_deliveries_carry_everything_the_provider_needs(h: &Harness) {

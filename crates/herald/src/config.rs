@@ -23,6 +23,8 @@ pub use herald_push::unifiedpush::UnifiedPushConfig;
 use herald_push::webpush::WebPushConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::rate_limiter::Rate;
+
 /// Shortest admin token accepted: 128 bits as hex or base64 is longer.
 pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
 /// Environment variables that carry no setting of their own.
@@ -65,6 +67,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub delivery: DeliveryConfig,
     pub gorush_api: GorushApiConfig,
+    pub mostro_api: MostroApiConfig,
     pub atproto: AtprotoConfig,
     pub apps: BTreeMap<String, AppConfig>,
 }
@@ -81,6 +84,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             delivery: DeliveryConfig::default(),
             gorush_api: GorushApiConfig::default(),
+            mostro_api: MostroApiConfig::default(),
             atproto: AtprotoConfig::default(),
             apps: BTreeMap::new(),
         }
@@ -279,6 +283,92 @@ impl GorushApiConfig {
     }
 }
 
+/// `[mostro_api]`: the Mostro-compatible `/api/register`, `/api/notify`, …,
+/// off unless `app_id` is set. Defaults are Mostro's push server's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MostroApiConfig {
+    /// The app whose transports and credentials the registrations use.
+    pub app_id: Option<String>,
+    /// A registration not renewed for this long is removed; 0 keeps it until unregistered.
+    pub registration_ttl_secs: u64,
+    /// Take the client's address from `Fly-Client-IP` or the right-most
+    /// `X-Forwarded-For`: only behind a proxy that sets them.
+    pub trust_proxy_headers: bool,
+    /// Mostro instances (hex pubkeys) registrations must name in
+    /// `mostro_pubkey`; empty, the field is ignored.
+    pub trusted_mostro_pubkeys: Vec<String>,
+    /// `/api/notify` per client address.
+    pub notify_per_ip: Rate,
+    /// `/api/notify` per trade pubkey.
+    pub notify_per_pubkey: Rate,
+    /// `/api/register` and `/api/unregister` per client address.
+    pub register_per_ip: Rate,
+    /// Addresses or pubkeys each rate limiter remembers at most.
+    pub max_tracked_keys: usize,
+}
+
+impl Default for MostroApiConfig {
+    fn default() -> Self {
+        use crate::mostro_api::defaults;
+        Self {
+            app_id: None,
+            registration_ttl_secs: defaults::REGISTRATION_TTL.as_secs(),
+            trust_proxy_headers: false,
+            trusted_mostro_pubkeys: Vec::new(),
+            notify_per_ip: defaults::NOTIFY_PER_IP,
+            notify_per_pubkey: defaults::NOTIFY_PER_PUBKEY,
+            register_per_ip: defaults::REGISTER_PER_IP,
+            max_tracked_keys: defaults::MAX_TRACKED_KEYS,
+        }
+    }
+}
+
+impl MostroApiConfig {
+    fn validate(&self, apps: &BTreeMap<String, AppConfig>) -> Result<(), ConfigError> {
+        configured_app("mostro_api.app_id", &self.app_id, apps)?;
+        for (name, rate) in [
+            ("notify_per_ip", self.notify_per_ip),
+            ("notify_per_pubkey", self.notify_per_pubkey),
+            ("register_per_ip", self.register_per_ip),
+        ] {
+            if rate.per_minute == 0 || rate.burst == 0 {
+                return Err(invalid(
+                    format!("mostro_api.{name}"),
+                    "per_minute and burst must be at least 1",
+                ));
+            }
+        }
+        if self.max_tracked_keys == 0 {
+            return Err(invalid("mostro_api.max_tracked_keys", "must be at least 1"));
+        }
+        for key in &self.trusted_mostro_pubkeys {
+            if crate::mostro_api::Pubkey::parse(key).is_none() {
+                return Err(invalid(
+                    "mostro_api.trusted_mostro_pubkeys",
+                    format!("{key:?} is not a 64-character hex pubkey"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An API's `app_id`, when set, must name a configured app.
+fn configured_app(
+    setting: &str,
+    app: &Option<String>,
+    apps: &BTreeMap<String, AppConfig>,
+) -> Result<(), ConfigError> {
+    match app {
+        Some(app) if !apps.contains_key(app) => Err(invalid(
+            setting,
+            format!("names app {app:?}, which is not configured"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A secret given inline or in a file (trimmed), never both.
 fn secret(
     name: &str,
@@ -436,14 +526,8 @@ impl Config {
                 ));
             }
         }
-        if let Some(app) = &self.gorush_api.app_id
-            && !self.apps.contains_key(app)
-        {
-            return Err(invalid(
-                "gorush_api.app_id",
-                format!("names app {app:?}, which is not configured"),
-            ));
-        }
+        configured_app("gorush_api.app_id", &self.gorush_api.app_id, &self.apps)?;
+        self.mostro_api.validate(&self.apps)?;
         let d = &self.delivery;
         if d.max_attempts == 0 {
             return Err(invalid("delivery.max_attempts", "must be at least 1"));
@@ -571,6 +655,7 @@ const KNOWN_OPTIONAL: &[&str] = &[
     "gorush_api.app_id",
     "gorush_api.token",
     "gorush_api.token_file",
+    "mostro_api.app_id",
     "atproto.service_did",
     "atproto.public_url",
 ];
@@ -689,6 +774,62 @@ mod tests {
                 .to_string()
                 .contains("too short")
         );
+    }
+
+    #[test]
+    fn the_mostro_api_is_off_by_default_with_mostros_limits() {
+        let c = Config::load(None, env(&[])).unwrap();
+        let m = &c.mostro_api;
+        assert_eq!(m.app_id, None);
+        assert_eq!(m.registration_ttl_secs, 48 * 60 * 60);
+        assert_eq!(
+            (m.notify_per_ip, m.notify_per_pubkey),
+            (
+                Rate {
+                    per_minute: 120,
+                    burst: 30
+                },
+                Rate {
+                    per_minute: 30,
+                    burst: 10
+                }
+            )
+        );
+        let f = file("[apps.\"org.example.mostro\".unifiedpush]\n");
+        let c = Config::load(
+            Some(f.path()),
+            env(&[
+                ("HERALD_MOSTRO_API__APP_ID", "org.example.mostro"),
+                ("HERALD_MOSTRO_API__NOTIFY_PER_PUBKEY__PER_MINUTE", "60"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.mostro_api.app_id.as_deref(), Some("org.example.mostro"));
+        assert_eq!(c.mostro_api.notify_per_pubkey.per_minute, 60);
+        assert_eq!(c.mostro_api.notify_per_pubkey.burst, 10);
+    }
+
+    #[test]
+    fn the_mostro_api_refuses_an_unknown_app_zero_rates_and_bad_instances() {
+        for (variable, value, named) in [
+            ("HERALD_MOSTRO_API__APP_ID", "org.example.none", "app_id"),
+            (
+                "HERALD_MOSTRO_API__NOTIFY_PER_IP__BURST",
+                "0",
+                "notify_per_ip",
+            ),
+            (
+                "HERALD_MOSTRO_API__MAX_TRACKED_KEYS",
+                "0",
+                "max_tracked_keys",
+            ),
+        ] {
+            let err = Config::load(None, env(&[(variable, value)])).unwrap_err();
+            assert!(err.to_string().contains(named), "{err}");
+        }
+        let f = file("[mostro_api]\ntrusted_mostro_pubkeys = [\"npub1xyz\"]\n");
+        let err = Config::load(Some(f.path()), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("trusted_mostro_pubkeys"), "{err}");
     }
 
     #[test]

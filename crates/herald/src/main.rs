@@ -8,6 +8,9 @@ mod config;
 mod gorush_api;
 mod jetstream;
 mod metrics;
+mod mostro_api;
+mod pseudonym;
+mod rate_limiter;
 mod runtime;
 mod send;
 mod server;
@@ -200,6 +203,10 @@ fn config_check(config: &Config) -> ExitCode {
         Some(app) => println!("gorush API: enabled for app {app}"),
         None => println!("gorush API: disabled (no gorush_api.app_id)"),
     }
+    match &config.mostro_api.app_id {
+        Some(app) => println!("Mostro API: enabled for app {app}"),
+        None => println!("Mostro API: disabled (no mostro_api.app_id)"),
+    }
     println!(
         "private endpoints: {}",
         if config.allow_private_endpoints {
@@ -319,8 +326,12 @@ async fn migrate(config: &Config) -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a person at a terminal: escape codes in a log file
+    // or a journal are noise.
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }

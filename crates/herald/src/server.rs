@@ -6,6 +6,7 @@
 //! then close the store. Whatever is still queued stays in the store for the
 //! next start.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,6 +69,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .layer(DefaultBodyLimit::max(crate::api::gorush::MAX_BODY_BYTES)),
         )
         .merge(admin)
+        .merge(crate::api::mostro::routes(&state))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(config.http.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
@@ -151,15 +153,22 @@ pub async fn serve(state: Arc<AppState>) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let dispatcher = tokio::spawn(Arc::clone(&state.runtime.dispatcher).run(stop_rx.clone()));
     let janitor = tokio::spawn(purge_dedupe(Arc::clone(&state), stop_rx.clone()));
+    let expiry = tokio::spawn(crate::mostro_api::expire_registrations(
+        Arc::clone(&state),
+        stop_rx.clone(),
+    ));
     let jetstream = tokio::spawn(crate::jetstream::run(Arc::clone(&state), stop_rx));
 
-    axum::serve(listener, router(Arc::clone(&state)))
+    // The peer's address is what the Mostro API's per-client limits key on.
+    let app = router(Arc::clone(&state)).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!("stopped accepting requests; finishing deliveries in flight");
     let _ = stop_tx.send(true);
     let _ = dispatcher.await;
     let _ = janitor.await;
+    let _ = expiry.await;
     // After the pipeline stored its last cursor; before the store closes.
     let _ = jetstream.await;
     state.runtime.store.close().await;

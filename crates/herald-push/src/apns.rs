@@ -284,6 +284,7 @@ impl Apns {
         &self,
         app: &ApnsApp,
         delivery: &Delivery,
+        push_type: ApnsPushType,
         payload: &[u8],
         jwt: &str,
     ) -> Result<(StatusCode, reqwest::header::HeaderMap, String), String> {
@@ -291,17 +292,17 @@ impl Apns {
         let (client, streams) = pool.lane();
         let _stream = streams.acquire().await.map_err(|e| e.to_string())?;
         let m = &delivery.message;
-        let background = app.push_type == ApnsPushType::Background;
+        let background = push_type == ApnsPushType::Background;
         let priority = if m.priority == Priority::High && !background {
             "10"
         } else {
             "5"
         };
-        let topic = match app.push_type {
+        let topic = match push_type {
             ApnsPushType::Voip => format!("{}.voip", app.topic),
             _ => app.topic.clone(),
         };
-        let push_type = match app.push_type {
+        let push_type = match push_type {
             ApnsPushType::Alert => "alert",
             ApnsPushType::Background => "background",
             ApnsPushType::Voip => "voip",
@@ -330,6 +331,18 @@ impl Apns {
             .map_err(describe_transport_error)?;
         let (status, headers) = (response.status(), response.headers().clone());
         Ok((status, headers, response.text().await.unwrap_or_default()))
+    }
+}
+
+/// An alert app's message with nothing to show (no title, no body) is a
+/// silent wake-up: sent as an alert it would be an empty banner, so it goes
+/// as a background push, as Apple requires for `content-available`.
+pub fn effective_push_type(configured: ApnsPushType, message: &Message) -> ApnsPushType {
+    let nothing_to_show = message.title.is_none() && message.body.is_none();
+    if configured == ApnsPushType::Alert && nothing_to_show {
+        ApnsPushType::Background
+    } else {
+        configured
     }
 }
 
@@ -462,7 +475,8 @@ impl Provider for Apns {
         let Some(app) = self.apps.get(&delivery.app_id) else {
             return Outcome::rejected(format!("app {} has no APNs configuration", delivery.app_id));
         };
-        let payload = match payload(&delivery.message, app.push_type) {
+        let push_type = effective_push_type(app.push_type, &delivery.message);
+        let payload = match payload(&delivery.message, push_type) {
             Ok(p) => p,
             Err(reason) => return Outcome::rejected(reason),
         };
@@ -470,10 +484,11 @@ impl Provider for Apns {
         // The second pass runs only after ExpiredProviderToken, with a new token.
         for _ in 0..2 {
             let jwt = app.provider_token(refused.as_deref());
-            let (status, headers, body) = match self.post(app, delivery, &payload, &jwt).await {
-                Ok(answer) => answer,
-                Err(reason) => return Outcome::retry(reason),
-            };
+            let (status, headers, body) =
+                match self.post(app, delivery, push_type, &payload, &jwt).await {
+                    Ok(answer) => answer,
+                    Err(reason) => return Outcome::retry(reason),
+                };
             let reason = reason_of(&body);
             if status == StatusCode::FORBIDDEN
                 && reason == "ExpiredProviderToken"

@@ -396,8 +396,15 @@ fn android_override(app: &FcmApp, m: &Message, high: bool, displayed: bool) -> V
     android
 }
 
+/// A message with nothing to show is a background wake-up on iOS: Apple
+/// delivers those only at priority 5, with push type `background` and
+/// `content-available: 1`, and refuses a background push at priority 10.
 fn apns_override(m: &Message, high: bool, displayed: bool) -> Value {
-    let mut headers = json!({ "apns-priority": if high { "10" } else { "5" } });
+    let priority = if displayed && high { "10" } else { "5" };
+    let mut headers = json!({ "apns-priority": priority });
+    if !displayed {
+        headers["apns-push-type"] = json!("background");
+    }
     if let Some(ttl) = m.ttl {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -410,7 +417,9 @@ fn apns_override(m: &Message, high: bool, displayed: bool) -> Value {
     }
     let mut apns = json!({ "headers": headers });
     let aps = apns::alert_options(m);
-    if displayed && !aps.is_empty() {
+    if !displayed {
+        apns["payload"] = json!({ "aps": { "content-available": 1 } });
+    } else if !aps.is_empty() {
         apns["payload"] = json!({ "aps": aps });
     }
     apns

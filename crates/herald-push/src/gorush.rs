@@ -154,7 +154,14 @@ fn notification(app: &GorushApp, delivery: &Delivery, platform: u8) -> Value {
             .map_or(0, |d| d.as_secs());
         n["expiration"] = json!(now + u64::from(ttl));
     }
+    let displayed = m.title.is_some() || m.body.is_some();
     if platform == PLATFORM_IOS {
+        // Nothing to show: a background wake-up, as the APNs provider sends it.
+        if !displayed {
+            n["content_available"] = json!(true);
+            n["push_type"] = json!("background");
+            n["priority"] = json!("normal");
+        }
         if m.mutable_content {
             n["mutable_content"] = json!(true);
         }
@@ -162,7 +169,7 @@ fn notification(app: &GorushApp, delivery: &Delivery, platform: u8) -> Value {
             n["thread-id"] = json!(thread);
         }
     } else if let Some(channel) = &m.channel
-        && (m.title.is_some() || m.body.is_some())
+        && displayed
     {
         n["android"] = json!({"notification": {"channel_id": channel}});
     }
@@ -326,10 +333,21 @@ mod tests {
         };
         let android = notification(
             &app,
-            &delivery(Platform::Android, data_only),
+            &delivery(Platform::Android, data_only.clone()),
             PLATFORM_ANDROID,
         );
         assert!(android.get("android").is_none(), "{android}");
+        assert!(android.get("content_available").is_none(), "{android}");
+        let ios = notification(&app, &delivery(Platform::Ios, data_only), PLATFORM_IOS);
+        assert_eq!(
+            (
+                &ios["content_available"],
+                &ios["push_type"],
+                &ios["priority"]
+            ),
+            (&json!(true), &json!("background"), &json!("normal")),
+            "nothing to show on iOS is a background wake-up: {ios}"
+        );
     }
 
     #[test]

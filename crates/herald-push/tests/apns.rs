@@ -124,6 +124,19 @@ async fn an_alert_runs_the_service_extension_in_a_thread_with_custom_keys_beside
 }
 
 #[tokio::test]
+async fn a_message_with_nothing_to_show_goes_as_a_background_wake_up() {
+    let (service, apns, _dir) = setup().await;
+    let mut wake = delivery(TOKEN);
+    (wake.message.title, wake.message.body) = (None, None);
+    assert_eq!(apns.send(&wake).await, Outcome::Delivered);
+    let a = service.accepted().remove(0);
+    assert_eq!(a.headers["apns-push-type"], "background");
+    assert_eq!(a.headers["apns-priority"], "5");
+    assert_eq!(a.payload["aps"], json!({"content-available": 1}));
+    assert_eq!(a.payload["uri"], "at://x", "the data still rides along");
+}
+
+#[tokio::test]
 async fn a_background_push_has_priority_5_and_no_alert() {
     let dir = tempfile::tempdir().unwrap();
     let service = ApnsService::start(dir.path(), TOPIC).await;

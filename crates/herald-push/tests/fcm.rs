@@ -135,6 +135,20 @@ async fn the_messages_channel_wins_over_the_apps_and_data_only_messages_get_none
 }
 
 #[tokio::test]
+async fn a_data_only_ios_message_is_a_background_wake_up() {
+    let s = setup().await;
+    let mut wake = delivery(TOKEN, Platform::Ios);
+    (wake.message.title, wake.message.body) = (None, None);
+    assert_eq!(s.fcm.send(&wake).await, Outcome::Delivered);
+    let [wake] = <[_; 1]>::try_from(s.service.accepted()).unwrap();
+    let apns = &wake["apns"];
+    assert_eq!(apns["headers"]["apns-priority"], "5", "{wake}");
+    assert_eq!(apns["headers"]["apns-push-type"], "background");
+    assert_eq!(apns["payload"], json!({"aps": {"content-available": 1}}));
+    assert!(wake.get("notification").is_none());
+}
+
+#[tokio::test]
 async fn ios_devices_get_mutable_content_and_thread_id_in_aps() {
     let s = setup().await;
     let mut d = delivery(TOKEN, Platform::Ios);

@@ -41,9 +41,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+pub use herald_core::retry::ReconnectPolicy;
 use herald_core::time::now_ms;
 use herald_http::http_client::CONNECT_TIMEOUT;
-use rand::RngExt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::net::TcpStream;
@@ -115,59 +115,6 @@ impl JetstreamApi {
         match self {
             JetstreamApi::V1 => "wantedCollections",
             JetstreamApi::V2 => "collections",
-        }
-    }
-}
-
-/// When to reconnect after a failure.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReconnectPolicy {
-    /// Delay after the first failure; doubles with each failure in a row.
-    pub base_delay: Duration,
-    /// No delay grows beyond this.
-    pub max_delay: Duration,
-    /// A connection that stayed up this long was healthy: the failures
-    /// before it are forgotten.
-    pub healthy_after: Duration,
-}
-
-impl Default for ReconnectPolicy {
-    fn default() -> Self {
-        Self {
-            base_delay: Duration::from_secs(1),
-            // Six doublings from 1 s; a minute is as long as herald should
-            // sit blind when a server comes back.
-            max_delay: Duration::from_secs(60),
-            // Longer than any retry delay, so a server that accepts and
-            // drops at once never counts as healthy.
-            healthy_after: Duration::from_secs(60),
-        }
-    }
-}
-
-impl ReconnectPolicy {
-    /// The delay before the next attempt after `failures` failures in a row
-    /// (1-based), before jitter.
-    pub fn nominal_delay(&self, failures: u32) -> Duration {
-        let exponent = failures.saturating_sub(1).min(31);
-        self.base_delay
-            .saturating_mul(1u32 << exponent)
-            .min(self.max_delay)
-    }
-
-    /// The nominal delay with equal jitter: between half of it and all of it.
-    pub fn delay(&self, failures: u32) -> Duration {
-        let nominal = self.nominal_delay(failures);
-        let half = nominal / 2;
-        half + half.mul_f64(rand::rng().random_range(0.0..=1.0))
-    }
-
-    /// Failures in a row after a connection that lasted `lasted`.
-    fn failures_after(&self, failures: u32, lasted: Duration) -> u32 {
-        if lasted >= self.healthy_after {
-            1
-        } else {
-            failures.saturating_add(1)
         }
     }
 }
@@ -878,26 +825,6 @@ mod tests {
             JetstreamSource::new(many, None),
             Err(JetstreamError::TooManyCollections(101))
         ));
-    }
-
-    #[test]
-    fn backoff_doubles_to_its_cap_with_equal_jitter() {
-        let policy = ReconnectPolicy::default();
-        assert_eq!(policy.nominal_delay(1), Duration::from_secs(1));
-        assert_eq!(policy.nominal_delay(4), Duration::from_secs(8));
-        assert_eq!(policy.nominal_delay(40), Duration::from_secs(60));
-        let delays: std::collections::HashSet<_> = (0..100).map(|_| policy.delay(4)).collect();
-        assert!(delays.len() > 10, "no jitter: {delays:?}");
-        for delay in delays {
-            assert!((Duration::from_secs(4)..=Duration::from_secs(8)).contains(&delay));
-        }
-    }
-
-    #[test]
-    fn backoff_resets_after_a_healthy_connection_only() {
-        let policy = ReconnectPolicy::default();
-        assert_eq!(policy.failures_after(6, Duration::from_secs(2)), 7);
-        assert_eq!(policy.failures_after(6, policy.healthy_after), 1);
     }
 
     #[test]

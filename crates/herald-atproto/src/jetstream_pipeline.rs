@@ -11,9 +11,9 @@
 //!   vast majority, only move the cursor, and it is stored at most every
 //!   [`CURSOR_SAVE_INTERVAL`], not once per event.
 //! - **Nothing dropped on a store error.** The same write is retried with
-//!   backoff until it succeeds or herald stops; meanwhile the source's
-//!   bounded channel fills and the source stops reading, so the backlog
-//!   waits in Jetstream, not in memory.
+//!   backoff until it succeeds or herald stops (`FanOut::commit_until_stored`);
+//!   meanwhile the source's bounded channel fills and the source stops
+//!   reading, so the backlog waits in Jetstream, not in memory.
 //! - **Replay window.** An event older than `max_event_age` (a long outage,
 //!   a cursor far behind) still updates the state but pushes nothing: a
 //!   "new like" hours late is noise.
@@ -56,9 +56,6 @@ pub const SOURCE_NAME: &str = "atproto.jetstream";
 pub const CURSOR_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 /// Events older than this push nothing (the default).
 pub const DEFAULT_MAX_EVENT_AGE: Duration = Duration::from_secs(10 * 60);
-/// First wait after a failed store write; doubles up to the cap.
-const STORE_RETRY_BASE: Duration = Duration::from_millis(100);
-const STORE_RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// Counters for `/health` and `/metrics`.
 #[derive(Debug, Default)]
@@ -287,35 +284,29 @@ impl JetstreamPipeline {
         batch: &[Notification],
         stop: &mut watch::Receiver<bool>,
     ) -> bool {
-        let cursor = cursor.to_string();
-        let mut delay = STORE_RETRY_BASE;
-        loop {
-            match self
-                .fan_out
-                .submit_with_cursor(SOURCE_NAME, &cursor, batch, &self.to_keep, now_ms())
-                .await
-            {
-                Ok(_) => {
-                    self.stats
-                        .notifications
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    self.to_keep.clear();
-                    return true;
-                }
-                Err(e) => {
-                    self.stats.store_retries.fetch_add(1, Ordering::Relaxed);
+        let stats = &self.stats;
+        let stored = self
+            .fan_out
+            .commit_until_stored(
+                SOURCE_NAME,
+                &cursor.to_string(),
+                batch,
+                &self.to_keep,
+                stop,
+                |e, delay| {
+                    stats.store_retries.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, ?delay, "cannot store Jetstream notifications; retrying");
-                }
-            }
-            if *stop.borrow() {
-                return false;
-            }
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                _ = stop.wait_for(|s| *s) => return false,
-            }
-            delay = (delay * 2).min(STORE_RETRY_MAX);
+                },
+            )
+            .await
+            .is_some();
+        if stored {
+            self.stats
+                .notifications
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            self.to_keep.clear();
         }
+        stored
     }
 }
 

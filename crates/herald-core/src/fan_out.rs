@@ -4,15 +4,28 @@
 //! API now, the network sources later): it looks up the recipient's devices,
 //! keeps only those a running provider can reach, enqueues, and wakes the
 //! dispatcher so a push does not wait for the next poll.
+//!
+//! A network source commits through `commit_until_stored`: its
+//! notifications, state and cursor in one transaction, retried with backoff
+//! until the store takes them. Nothing is dropped on a store error; the
+//! source's bounded channel fills meanwhile and the backlog waits in the
+//! network, not in memory.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use crate::dispatcher::Wake;
 use crate::model::{Device, NewDelivery, Notification, Transport};
 use crate::store::{EnqueueReport, Queue, StateChange, Store, StoreError};
-use crate::time::{UnixMillis, millis};
+use crate::time::{UnixMillis, millis, now_ms};
+
+/// First wait after a failed source commit; doubles up to the cap.
+const COMMIT_RETRY_BASE: Duration = Duration::from_millis(100);
+/// A store back after an outage is written to within this long.
+const COMMIT_RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// Builds the deliveries of one notification for the given devices. Pure, so
 /// rules and sources can be tested without a store.
@@ -105,6 +118,38 @@ impl FanOut {
         self.wake
             .notify(deliveries.iter().map(|d| d.device.registration.transport));
         Ok(report)
+    }
+
+    /// `submit_with_cursor`, retried with backoff until it succeeds;
+    /// `None` if `stop` turned true first. `on_retry` hears each failure
+    /// (for the source's counters and logs).
+    pub async fn commit_until_stored(
+        &self,
+        source: &str,
+        cursor: &str,
+        notifications: &[Notification],
+        state: &[StateChange],
+        stop: &mut watch::Receiver<bool>,
+        mut on_retry: impl FnMut(&StoreError, Duration),
+    ) -> Option<EnqueueReport> {
+        let mut delay = COMMIT_RETRY_BASE;
+        loop {
+            match self
+                .submit_with_cursor(source, cursor, notifications, state, now_ms())
+                .await
+            {
+                Ok(report) => return Some(report),
+                Err(e) => on_retry(&e, delay),
+            }
+            if *stop.borrow() {
+                return None;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = stop.wait_for(|s| *s) => return None,
+            }
+            delay = (delay * 2).min(COMMIT_RETRY_MAX);
+        }
     }
 
     async fn deliveries(

@@ -5,6 +5,11 @@
 //! instant, while no retry comes sooner than half the nominal delay. A
 //! provider's `Retry-After` replaces the computed delay: it is the provider
 //! telling us when it will accept again.
+//!
+//! `ReconnectPolicy` applies the same backoff to a network source's
+//! connection (Jetstream, Nostr relays): after a server restart, clients
+//! spread out instead of returning together, and a connection that stayed
+//! up long enough forgets the failures before it.
 
 use std::time::Duration;
 
@@ -71,11 +76,7 @@ impl RetryPolicy {
         }
         let delay = match retry_after {
             Some(after) => after,
-            None => {
-                let nominal = millis(self.nominal_delay(attempts));
-                let half = nominal / 2;
-                Duration::from_millis((half + rand::rng().random_range(0..=half)) as u64)
-            }
+            None => equal_jitter(self.nominal_delay(attempts)),
         };
         let due_at = now.saturating_add(millis(delay));
         let mut deadline = created_at.saturating_add(millis(self.max_age));
@@ -89,6 +90,63 @@ impl RetryPolicy {
             ));
         }
         RetryDecision::RetryAt(due_at)
+    }
+}
+
+/// `nominal` with equal jitter: between half of it and all of it.
+pub fn equal_jitter(nominal: Duration) -> Duration {
+    let half = nominal / 2;
+    half + half.mul_f64(rand::rng().random_range(0.0..=1.0))
+}
+
+/// When a source reconnects after its connection failed or ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconnectPolicy {
+    /// Delay after the first failure; doubles with each failure in a row.
+    pub base_delay: Duration,
+    /// No delay grows beyond this.
+    pub max_delay: Duration,
+    /// A connection that stayed up this long was healthy: the failures
+    /// before it are forgotten.
+    pub healthy_after: Duration,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        Self {
+            base_delay: Duration::from_secs(1),
+            // Six doublings from 1 s; a minute is as long as herald should
+            // sit blind when a server comes back.
+            max_delay: Duration::from_secs(60),
+            // Longer than any retry delay, so a server that accepts and
+            // drops at once never counts as healthy.
+            healthy_after: Duration::from_secs(60),
+        }
+    }
+}
+
+impl ReconnectPolicy {
+    /// The delay before the next attempt after `failures` failures in a row
+    /// (1-based), before jitter.
+    pub fn nominal_delay(&self, failures: u32) -> Duration {
+        let exponent = failures.saturating_sub(1).min(31);
+        self.base_delay
+            .saturating_mul(1u32 << exponent)
+            .min(self.max_delay)
+    }
+
+    /// The nominal delay with equal jitter.
+    pub fn delay(&self, failures: u32) -> Duration {
+        equal_jitter(self.nominal_delay(failures))
+    }
+
+    /// Failures in a row after a connection that lasted `lasted`.
+    pub fn failures_after(&self, failures: u32, lasted: Duration) -> u32 {
+        if lasted >= self.healthy_after {
+            1
+        } else {
+            failures.saturating_add(1)
+        }
     }
 }
 
@@ -163,5 +221,25 @@ mod tests {
             p.decide(1, created, 10_000, Some(Duration::from_secs(20)), Some(60)),
             RetryDecision::RetryAt(30_000)
         ));
+    }
+
+    #[test]
+    fn reconnect_backoff_doubles_to_its_cap_with_equal_jitter() {
+        let policy = ReconnectPolicy::default();
+        assert_eq!(policy.nominal_delay(1), Duration::from_secs(1));
+        assert_eq!(policy.nominal_delay(4), Duration::from_secs(8));
+        assert_eq!(policy.nominal_delay(40), Duration::from_secs(60));
+        let delays: std::collections::HashSet<_> = (0..100).map(|_| policy.delay(4)).collect();
+        assert!(delays.len() > 10, "no jitter: {delays:?}");
+        for delay in delays {
+            assert!((Duration::from_secs(4)..=Duration::from_secs(8)).contains(&delay));
+        }
+    }
+
+    #[test]
+    fn reconnect_backoff_resets_after_a_healthy_connection_only() {
+        let policy = ReconnectPolicy::default();
+        assert_eq!(policy.failures_after(6, Duration::from_secs(2)), 7);
+        assert_eq!(policy.failures_after(6, policy.healthy_after), 1);
     }
 }

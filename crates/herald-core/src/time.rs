@@ -20,3 +20,9 @@ pub fn now_ms() -> UnixMillis {
 pub fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
+
+/// The current time in whole seconds since the Unix epoch, as Nostr's
+/// `created_at` and `since` count it.
+pub fn now_secs() -> u64 {
+    u64::try_from(now_ms() / 1000).unwrap_or(0)
+}

@@ -84,6 +84,11 @@ pub mod kind {
 pub struct EventId([u8; 32]);
 
 impl EventId {
+    /// NIP-01's form: exactly 64 lowercase hex digits.
+    pub fn parse_hex(text: &str) -> Option<Self> {
+        hex::decode(text, Digits::Lowercase).map(Self)
+    }
+
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
@@ -229,8 +234,7 @@ impl Event {
     /// The ids of the `e` tags (NIP-01): the events this one refers to. As
     /// `p_tags`: in order, repeats kept, malformed values skipped.
     pub fn e_tags(&self) -> impl Iterator<Item = EventId> + '_ {
-        self.tag_values("e")
-            .filter_map(|value| hex::decode::<32>(value, Digits::Lowercase).map(EventId))
+        self.tag_values("e").filter_map(EventId::parse_hex)
     }
 }
 

@@ -6,6 +6,11 @@
 //! accepts only those whose id is the hash of their contents and whose
 //! BIP-340 signature verifies; `nip98` checks NIP-98 `Authorization`
 //! headers on top of it. All failures are one `NostrError`.
+//!
+//! Watching relays: `relay` holds one NIP-01 connection with the
+//! subscriptions for the keys in `recipients`, `relay_pipeline` takes
+//! their events through `seen` (each event once, across relays and
+//! restarts) and `rules` (who is told, and what the push says) to the queue.
 
 mod bech32;
 pub mod error;
@@ -13,8 +18,13 @@ pub mod event;
 mod hex;
 pub mod nip98;
 pub mod pubkey;
-#[cfg(test)]
-mod test_support;
+pub mod recipients;
+pub mod relay;
+pub mod relay_pipeline;
+pub mod rules;
+pub mod seen;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 
 pub use error::NostrError;
 pub use event::{Event, EventId};

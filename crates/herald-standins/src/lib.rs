@@ -10,6 +10,7 @@ pub mod apns;
 pub mod expo;
 pub mod fcm;
 pub mod jetstream;
+pub mod nostr_relay;
 pub mod pds;
 pub mod plc;
 pub mod tls;

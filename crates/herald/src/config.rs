@@ -68,6 +68,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub gorush_api: GorushApiConfig,
     pub mostro_api: MostroApiConfig,
+    pub nostr: NostrConfig,
+    pub sigil_api: SigilApiConfig,
     pub atproto: AtprotoConfig,
     pub apps: BTreeMap<String, AppConfig>,
 }
@@ -85,6 +87,8 @@ impl Default for Config {
             delivery: DeliveryConfig::default(),
             gorush_api: GorushApiConfig::default(),
             mostro_api: MostroApiConfig::default(),
+            nostr: NostrConfig::default(),
+            sigil_api: SigilApiConfig::default(),
             atproto: AtprotoConfig::default(),
             apps: BTreeMap::new(),
         }
@@ -354,6 +358,119 @@ impl MostroApiConfig {
     }
 }
 
+/// `[nostr]`: herald's Nostr side. `public_url` switches on the native
+/// `/v1/nostr/devices` API, whose NIP-98 headers name it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NostrConfig {
+    /// The URL clients reach herald at (`https://push.example.org`, or with
+    /// a path prefix a proxy strips): NIP-98's `u` tag must be it plus the
+    /// request's path and query. Never taken from `Host`, which a client
+    /// chooses and a proxy rewrites.
+    pub public_url: Option<String>,
+    /// Relays watched for events to the registered keys (`wss://…`);
+    /// empty, herald watches none.
+    pub relays: Vec<String>,
+    /// The event kinds watched; empty, `herald_nostr::rules::DEFAULT_KINDS`.
+    pub kinds: Vec<u16>,
+}
+
+impl NostrConfig {
+    /// One connection's configuration per relay; an error names the bad URL.
+    pub fn relay_configs(&self) -> Result<Vec<herald_nostr::relay::RelayConfig>, ConfigError> {
+        let kinds = if self.kinds.is_empty() {
+            herald_nostr::rules::DEFAULT_KINDS.to_vec()
+        } else {
+            self.kinds.clone()
+        };
+        self.relays
+            .iter()
+            .map(|text| {
+                let url = url::Url::parse(text)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "ws" | "wss"))
+                    .ok_or_else(|| {
+                        invalid(
+                            "nostr.relays",
+                            format!("{text:?} is not a ws:// or wss:// URL"),
+                        )
+                    })?;
+                Ok(herald_nostr::relay::RelayConfig {
+                    url,
+                    kinds: kinds.clone(),
+                    reconnect: herald_core::retry::ReconnectPolicy::default(),
+                })
+            })
+            .collect()
+    }
+
+    /// `public_url` without a trailing `/`, checked: http(s), no query or fragment.
+    pub fn public_url(&self) -> Result<Option<String>, ConfigError> {
+        let Some(text) = &self.public_url else {
+            return Ok(None);
+        };
+        let bad = |why: &str| invalid("nostr.public_url", format!("{text:?} {why}"));
+        let url = url::Url::parse(text).map_err(|_| bad("is not a URL"))?;
+        if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
+            return Err(bad("is not an https:// (or http://) URL with a host"));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(bad("must not have a query or fragment"));
+        }
+        Ok(Some(text.trim_end_matches('/').to_owned()))
+    }
+}
+
+/// Who may register through a Nostr registration API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NostrAuth {
+    /// Anyone may register any key: for apps whose keys are ephemeral
+    /// (Mostro's trade keys) or that cannot sign requests.
+    Open,
+    /// A NIP-98 header signed by the key being registered.
+    #[default]
+    Nip98,
+}
+
+impl NostrAuth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Nip98 => "nip98",
+        }
+    }
+}
+
+/// `[sigil_api]`: the Sigil-compatible `POST /register` and `DELETE
+/// /unregister`, off unless `app_id` is set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SigilApiConfig {
+    /// The app whose transports and credentials the registrations use.
+    pub app_id: Option<String>,
+    /// `nip98` (default; needs `nostr.public_url`) or `open`, as Sigil proposes.
+    pub auth: NostrAuth,
+}
+
+impl SigilApiConfig {
+    fn validate(
+        &self,
+        nostr: &NostrConfig,
+        apps: &BTreeMap<String, AppConfig>,
+    ) -> Result<(), ConfigError> {
+        configured_app("sigil_api.app_id", &self.app_id, apps)?;
+        let needs_url = self.app_id.is_some() && self.auth == NostrAuth::Nip98;
+        if needs_url && nostr.public_url.is_none() {
+            return Err(invalid(
+                "sigil_api.auth",
+                "nip98 checks the URL a request was sent to: set nostr.public_url, or auth = \"open\"",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// An API's `app_id`, when set, must name a configured app.
 fn configured_app(
     setting: &str,
@@ -528,6 +645,9 @@ impl Config {
         }
         configured_app("gorush_api.app_id", &self.gorush_api.app_id, &self.apps)?;
         self.mostro_api.validate(&self.apps)?;
+        self.nostr.public_url()?;
+        self.nostr.relay_configs()?;
+        self.sigil_api.validate(&self.nostr, &self.apps)?;
         let d = &self.delivery;
         if d.max_attempts == 0 {
             return Err(invalid("delivery.max_attempts", "must be at least 1"));
@@ -656,6 +776,8 @@ const KNOWN_OPTIONAL: &[&str] = &[
     "gorush_api.token",
     "gorush_api.token_file",
     "mostro_api.app_id",
+    "nostr.public_url",
+    "sigil_api.app_id",
     "atproto.service_did",
     "atproto.public_url",
 ];
@@ -830,6 +952,47 @@ mod tests {
         let f = file("[mostro_api]\ntrusted_mostro_pubkeys = [\"npub1xyz\"]\n");
         let err = Config::load(Some(f.path()), env(&[])).unwrap_err();
         assert!(err.to_string().contains("trusted_mostro_pubkeys"), "{err}");
+    }
+
+    #[test]
+    fn the_sigil_api_needs_a_public_url_unless_it_is_open() {
+        let app = "[apps.\"org.example.sigil\".unifiedpush]\n[sigil_api]\napp_id = \"org.example.sigil\"\n";
+        let f = file(app);
+        let err = Config::load(Some(f.path()), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("nostr.public_url"), "{err}");
+        let c = Config::load(Some(f.path()), env(&[("HERALD_SIGIL_API__AUTH", "open")])).unwrap();
+        assert_eq!(c.sigil_api.auth, NostrAuth::Open);
+        let c = Config::load(
+            Some(f.path()),
+            env(&[("HERALD_NOSTR__PUBLIC_URL", "https://push.example.org/")]),
+        )
+        .unwrap();
+        assert_eq!(c.sigil_api.auth, NostrAuth::Nip98);
+        assert_eq!(
+            c.nostr.public_url().unwrap().as_deref(),
+            Some("https://push.example.org")
+        );
+    }
+
+    #[test]
+    fn the_nostr_public_url_is_an_http_url_without_query() {
+        for bad in [
+            "push.example.org",
+            "ftp://push.example.org",
+            "https://push.example.org/?a=1",
+        ] {
+            let err = Config::load(None, env(&[("HERALD_NOSTR__PUBLIC_URL", bad)])).unwrap_err();
+            assert!(err.to_string().contains("nostr.public_url"), "{bad}: {err}");
+        }
+        let c = Config::load(
+            None,
+            env(&[("HERALD_NOSTR_PUBLIC_URL", "https://example.org/push")]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.nostr.public_url().unwrap().as_deref(),
+            Some("https://example.org/push")
+        );
     }
 
     #[test]

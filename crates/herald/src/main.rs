@@ -9,6 +9,8 @@ mod gorush_api;
 mod jetstream;
 mod metrics;
 mod mostro_api;
+mod nostr_api;
+mod nostr_relays;
 mod pseudonym;
 mod rate_limiter;
 mod runtime;
@@ -206,6 +208,17 @@ fn config_check(config: &Config) -> ExitCode {
     match &config.mostro_api.app_id {
         Some(app) => println!("Mostro API: enabled for app {app}"),
         None => println!("Mostro API: disabled (no mostro_api.app_id)"),
+    }
+    match &config.nostr.public_url {
+        Some(url) => println!("Nostr API: enabled, NIP-98 checked against {url}"),
+        None => println!("Nostr API: disabled (no nostr.public_url)"),
+    }
+    match &config.sigil_api.app_id {
+        Some(app) => println!(
+            "Sigil API: enabled for app {app}, auth {}",
+            config.sigil_api.auth.as_str()
+        ),
+        None => println!("Sigil API: disabled (no sigil_api.app_id)"),
     }
     println!(
         "private endpoints: {}",

@@ -450,6 +450,8 @@ impl MostroApi {
                 runtime.store.remove_device_by_id(device.id).await?;
             }
         }
+        // A key left without devices is no longer watched on the relays.
+        runtime.forget_if_deviceless(account).await?;
         Ok(())
     }
 }

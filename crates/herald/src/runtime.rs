@@ -16,6 +16,7 @@ use herald_core::model::{Account, AppId, Device, NewDevice, Platform, Transport}
 use herald_core::provider::Provider;
 use herald_core::store::{Queue, Store};
 use herald_core::time::now_ms;
+use herald_nostr::PublicKey;
 use herald_push::apns::Apns;
 use herald_push::expo::Expo;
 use herald_push::fcm::Fcm;
@@ -25,6 +26,7 @@ use herald_push::{HttpClientConfig, UnifiedPush};
 use herald_store::SqlStore;
 
 use crate::config::{AppConfig, Config};
+use crate::mostro_api::NOSTR_NAMESPACE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -161,6 +163,13 @@ pub struct Runtime {
     pub jetstream_config: Option<JetstreamConfig>,
     /// Set once the Jetstream source has started.
     pub jetstream_health: OnceLock<crate::jetstream::JetstreamHealth>,
+    /// Nostr keys with a device: whom the relays are watched for.
+    pub nostr_recipients: Arc<herald_nostr::recipients::RecipientIndex>,
+    /// The Nostr keys registered before this start, until the relay
+    /// source takes them: herald watched them before it stopped.
+    pub nostr_keys_at_start: Mutex<Vec<PublicKey>>,
+    /// Set once the relay source has started.
+    pub nostr_relays_health: OnceLock<crate::nostr_relays::RelaysHealth>,
 }
 
 impl Runtime {
@@ -197,6 +206,14 @@ impl Runtime {
                 accounts_at_start.push(did);
             }
         }
+        let nostr_recipients = Arc::new(herald_nostr::recipients::RecipientIndex::new());
+        let mut nostr_keys_at_start = Vec::new();
+        for account in store.accounts_in(NOSTR_NAMESPACE).await? {
+            if let Some(key) = nostr_key(&account) {
+                nostr_recipients.insert(key);
+                nostr_keys_at_start.push(key);
+            }
+        }
         Ok(Self {
             config: Arc::new(config),
             store,
@@ -209,6 +226,9 @@ impl Runtime {
             accounts_at_start: Mutex::new(accounts_at_start),
             jetstream_config,
             jetstream_health: OnceLock::new(),
+            nostr_recipients,
+            nostr_keys_at_start: Mutex::new(nostr_keys_at_start),
+            nostr_relays_health: OnceLock::new(),
         })
     }
 
@@ -288,8 +308,8 @@ impl Runtime {
         self.config.app(app).is_some()
     }
 
-    /// Stores a device and, for an AT Protocol account, tells the rules at
-    /// once that the account may now be notified.
+    /// Stores a device and, for an AT Protocol or Nostr account, tells the
+    /// rules at once that the account may now be notified.
     pub async fn store_device(&self, device: &NewDevice) -> Result<Device, StoreError> {
         let stored = self.store.upsert_device(device, now_ms()).await?;
         if let Some(did) = atproto_did(&device.account)
@@ -297,16 +317,24 @@ impl Runtime {
         {
             self.backfill.push(did);
         }
+        if let Some(key) = nostr_key(&device.account) {
+            self.nostr_recipients.insert(key);
+        }
         Ok(stored)
     }
 
-    /// After an account lost a device: an AT Protocol account with none
-    /// left leaves the recipient index.
+    /// After an account lost a device: an AT Protocol or Nostr account
+    /// with none left leaves its recipient index.
     pub async fn forget_if_deviceless(&self, account: &Account) -> Result<(), StoreError> {
         if let Some(did) = atproto_did(account)
             && self.store.devices_for_account(account).await?.is_empty()
         {
             self.recipients.remove(&did);
+        }
+        if let Some(key) = nostr_key(account)
+            && self.store.devices_for_account(account).await?.is_empty()
+        {
+            self.nostr_recipients.remove(&key);
         }
         Ok(())
     }
@@ -320,4 +348,11 @@ const ATPROTO_NAMESPACE: &str = "atproto";
 fn atproto_did(account: &Account) -> Option<Did> {
     let id = account.as_str().strip_prefix("atproto:")?;
     Did::parse(id).ok()
+}
+
+/// The key of a `nostr:` account; `None` for other namespaces, or an id
+/// that is not 64 lowercase hex digits.
+fn nostr_key(account: &Account) -> Option<PublicKey> {
+    let id = account.as_str().strip_prefix("nostr:")?;
+    PublicKey::parse_hex(id).ok()
 }

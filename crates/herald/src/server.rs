@@ -70,6 +70,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .merge(admin)
         .merge(crate::api::mostro::routes(&state))
+        .merge(crate::api::nostr::routes(&state))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(config.http.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
@@ -106,6 +107,7 @@ async fn health(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         "transports": transports,
         "misconfigured": misconfigured,
         "atproto": atproto_health(&state.runtime),
+        "nostr": nostr_health(&state.runtime),
     }))
 }
 
@@ -120,6 +122,16 @@ fn atproto_health(runtime: &Runtime) -> serde_json::Value {
         (Some(_), Some(health)) => health.json(),
     };
     json!({"accounts": runtime.recipients.len(), "jetstream": jetstream})
+}
+
+/// The Nostr side: registered keys and the relay source, when it runs.
+fn nostr_health(runtime: &Runtime) -> serde_json::Value {
+    let relays = match runtime.nostr_relays_health.get() {
+        Some(health) => health.json(),
+        None if runtime.config.nostr.relays.is_empty() => json!("disabled"),
+        None => json!("waiting for the first Nostr device"),
+    };
+    json!({"accounts": runtime.nostr_recipients.len(), "relays": relays})
 }
 
 /// Readiness: 503 until the store answers.
@@ -157,7 +169,8 @@ pub async fn serve(state: Arc<AppState>) -> std::io::Result<()> {
         Arc::clone(&state),
         stop_rx.clone(),
     ));
-    let jetstream = tokio::spawn(crate::jetstream::run(Arc::clone(&state), stop_rx));
+    let jetstream = tokio::spawn(crate::jetstream::run(Arc::clone(&state), stop_rx.clone()));
+    let nostr_relays = tokio::spawn(crate::nostr_relays::run(Arc::clone(&state), stop_rx));
 
     // The peer's address is what the Mostro API's per-client limits key on.
     let app = router(Arc::clone(&state)).into_make_service_with_connect_info::<SocketAddr>();
@@ -171,6 +184,7 @@ pub async fn serve(state: Arc<AppState>) -> std::io::Result<()> {
     let _ = expiry.await;
     // After the pipeline stored its last cursor; before the store closes.
     let _ = jetstream.await;
+    let _ = nostr_relays.await;
     state.runtime.store.close().await;
     tracing::info!("herald stopped");
     Ok(())

@@ -105,7 +105,7 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn device_json(device: &Device) -> serde_json::Value {
+pub fn device_json(device: &Device) -> serde_json::Value {
     let r = &device.registration;
     json!({
         "id": device.id,

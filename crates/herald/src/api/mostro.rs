@@ -188,15 +188,7 @@ fn parse<T: DeserializeOwned>(
             MostroError::MalformedBody
         }
     })?;
-    let media_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase());
-    let is_json = media_type.is_some_and(|t| {
-        t == "application/json" || (t.starts_with("application/") && t.ends_with("+json"))
-    });
-    if !is_json {
+    if !super::json::declares_json(headers) {
         return Err(MostroError::NotJson);
     }
     serde_json::from_slice(&body).map_err(|_| MostroError::MalformedBody)

@@ -42,7 +42,7 @@ use crate::block_graph;
 use crate::did::Did;
 use crate::jetstream::{JetstreamApi, RawEvent};
 use crate::jetstream_event::{JetstreamEvent, parse_event, parse_v2_event};
-use crate::recipient_rate::{RateLimit, RecipientRates};
+use crate::recipient_rate::{DEFAULT_RATE_LIMIT, RateLimit, RecipientRates};
 use crate::recipients::RecipientIndex;
 use crate::render::{ActorName, notification};
 use crate::rule_state::MemoryState;
@@ -109,7 +109,7 @@ impl JetstreamPipeline {
             max_event_age,
             stats: Arc::default(),
             names: Arc::new(NoNames),
-            rates: RecipientRates::new(RateLimit::DEFAULT),
+            rates: RecipientRates::new(DEFAULT_RATE_LIMIT),
             api: JetstreamApi::V1,
             updates: None,
             to_keep: Vec::new(),

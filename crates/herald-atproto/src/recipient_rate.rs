@@ -1,103 +1,43 @@
 //! Per-recipient rate limit for the count-like reasons: likes, reposts
 //! (also via reposts) and follows.
 //!
-//! A post that goes viral brings its author thousands of likes an hour;
-//! pushing each one would drain the phone's battery and the provider's
-//! quota for no news the collapsed notification does not already carry.
-//! Each recipient has a token bucket: `pushes` tokens, refilled evenly
-//! over `window`. Replies, mentions and quotes are conversation and are
-//! never limited.
-//!
-//! Memory stays bounded by the recipients who were told something
-//! recently: a bucket that has refilled completely says nothing a new one
-//! would not, so full buckets are swept out once per window.
+//! Each recipient has a token bucket (`herald_core::rate`, where the
+//! reasons for the bucket are); this module says which reasons take a
+//! token. Replies, mentions and quotes are conversation and are never
+//! limited.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+use herald_core::rate::KeyedBuckets;
+pub use herald_core::rate::RateLimit;
 
 use crate::did::Did;
 use crate::rules::Reason;
 
-/// How many count-like pushes a recipient may get per window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
-    /// 0 switches the limit off.
-    pub pushes: u32,
-    pub window: Duration,
-}
-
-impl RateLimit {
-    /// Bluesky's own app shows at most a few likes a minute as separate
-    /// pushes; 30 per 10 minutes keeps a busy account informed and a viral
-    /// post from sending thousands.
-    pub const DEFAULT: RateLimit = RateLimit {
-        pushes: 30,
-        window: Duration::from_secs(600),
-    };
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    updated: Instant,
-}
+/// Bluesky's own app shows at most a few likes a minute as separate
+/// pushes; 30 per 10 minutes keeps a busy account informed and a viral
+/// post from sending thousands.
+pub const DEFAULT_RATE_LIMIT: RateLimit = RateLimit {
+    pushes: 30,
+    window: Duration::from_secs(600),
+};
 
 #[derive(Debug)]
-pub struct RecipientRates {
-    limit: RateLimit,
-    buckets: HashMap<Did, Bucket>,
-    last_sweep: Option<Instant>,
-}
+pub struct RecipientRates(KeyedBuckets<Did>);
 
 impl RecipientRates {
     pub fn new(limit: RateLimit) -> Self {
-        Self {
-            limit,
-            buckets: HashMap::new(),
-            last_sweep: None,
-        }
+        Self(KeyedBuckets::new(limit))
     }
 
     /// Whether a push for `reason` may go to `recipient` at `now`; counts it if so.
     pub fn allow(&mut self, recipient: &Did, reason: Reason, now: Instant) -> bool {
-        if self.limit.pushes == 0 || !limited(reason) {
-            return true;
-        }
-        self.sweep(now);
-        let capacity = f64::from(self.limit.pushes);
-        let per_second = capacity / self.limit.window.as_secs_f64().max(f64::MIN_POSITIVE);
-        let bucket = self.buckets.entry(recipient.clone()).or_insert(Bucket {
-            tokens: capacity,
-            updated: now,
-        });
-        let refill = now.saturating_duration_since(bucket.updated).as_secs_f64() * per_second;
-        bucket.tokens = (bucket.tokens + refill).min(capacity);
-        bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        !limited(reason) || self.0.allow(recipient, now)
     }
 
     /// Recipients tracked now.
     pub fn tracked(&self) -> usize {
-        self.buckets.len()
-    }
-
-    /// Drops the buckets that would be full by now, once per window.
-    fn sweep(&mut self, now: Instant) {
-        let due = self
-            .last_sweep
-            .is_none_or(|last| now.saturating_duration_since(last) >= self.limit.window);
-        if !due {
-            return;
-        }
-        self.last_sweep = Some(now);
-        let window = self.limit.window;
-        self.buckets
-            .retain(|_, b| now.saturating_duration_since(b.updated) < window);
+        self.0.tracked()
     }
 }
 

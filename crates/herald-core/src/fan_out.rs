@@ -5,6 +5,12 @@
 //! keeps only those a running provider can reach, enqueues, and wakes the
 //! dispatcher so a push does not wait for the next poll.
 //!
+//! A source may narrow the devices further with a [`DeviceFilter`]: a
+//! device can ask its source for less than its app gets (the event kinds
+//! it wants, kept in its options), and only the source knows how to read
+//! that. The filter is the source's, so this module stays free of any
+//! network's words.
+//!
 //! A network source commits through `commit_until_stored`: its
 //! notifications, state and cursor in one transaction, retried with backoff
 //! until the store takes them. Nothing is dropped on a store error; the
@@ -18,7 +24,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::dispatcher::Wake;
-use crate::model::{Device, NewDelivery, Notification, Transport};
+use crate::model::{Account, Device, NewDelivery, Notification, Transport};
 use crate::store::{EnqueueReport, Queue, StateChange, Store, StoreError};
 use crate::time::{UnixMillis, millis, now_ms};
 
@@ -53,6 +59,10 @@ pub fn deliveries_for(
         .collect()
 }
 
+/// Whether a device of the recipient gets the notification, beyond its
+/// app; a source's reading of what the device asked for.
+pub type DeviceFilter = Arc<dyn Fn(&Notification, &Device) -> bool + Send + Sync>;
+
 /// The producers' handle on the delivery pipeline.
 #[derive(Clone)]
 pub struct FanOut {
@@ -62,6 +72,8 @@ pub struct FanOut {
     transports: Arc<HashSet<Transport>>,
     dedupe_window: Duration,
     wake: Wake,
+    /// The source's say over which devices are queued for; every device without one.
+    device_filter: Option<DeviceFilter>,
 }
 
 impl FanOut {
@@ -78,7 +90,14 @@ impl FanOut {
             transports: Arc::new(transports),
             dedupe_window,
             wake,
+            device_filter: None,
         }
+    }
+
+    /// This fan-out, queueing only for the devices `filter` accepts.
+    pub fn with_device_filter(mut self, filter: DeviceFilter) -> Self {
+        self.device_filter = Some(filter);
+        self
     }
 
     /// Queues `notification` for every reachable device of its account.
@@ -108,8 +127,17 @@ impl FanOut {
         now: UnixMillis,
     ) -> Result<EnqueueReport, StoreError> {
         let mut deliveries = Vec::new();
+        // A source often tells one recipient several things in a row (one
+        // per app it serves): their devices are looked up once.
+        let mut devices: Option<(&Account, Vec<Device>)> = None;
         for notification in notifications {
-            deliveries.extend(self.deliveries(notification, now).await?);
+            let account = &notification.account;
+            let theirs = match devices.take() {
+                Some((held, theirs)) if held == account => theirs,
+                _ => self.reachable_devices(account).await?,
+            };
+            deliveries.extend(self.deliveries_to(notification, &theirs, now));
+            devices = Some((account, theirs));
         }
         let report = self
             .queue
@@ -157,26 +185,45 @@ impl FanOut {
         notification: &Notification,
         now: UnixMillis,
     ) -> Result<Vec<NewDelivery>, StoreError> {
-        let devices = self
+        let devices = self.reachable_devices(&notification.account).await?;
+        Ok(self.deliveries_to(notification, &devices, now))
+    }
+
+    /// The account's devices on a transport a provider is running for.
+    async fn reachable_devices(&self, account: &Account) -> Result<Vec<Device>, StoreError> {
+        Ok(self
             .store
-            .devices_for_account(&notification.account)
+            .devices_for_account(account)
             .await?
             .into_iter()
             .filter(|d| self.transports.contains(&d.registration.transport))
+            .collect())
+    }
+
+    /// `notification`'s deliveries to those of `devices` the filter accepts.
+    fn deliveries_to(
+        &self,
+        notification: &Notification,
+        devices: &[Device],
+        now: UnixMillis,
+    ) -> Vec<NewDelivery> {
+        let accepted = devices
+            .iter()
+            .filter(|d| {
+                self.device_filter
+                    .as_ref()
+                    .is_none_or(|filter| filter(notification, d))
+            })
+            .cloned()
             .collect();
-        Ok(deliveries_for(
-            notification,
-            devices,
-            self.dedupe_window,
-            now,
-        ))
+        deliveries_for(notification, accepted, self.dedupe_window, now)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Account, AppId, Message, NewDevice, Platform};
+    use crate::model::{AppId, Message, NewDevice, Platform};
 
     fn device(id: i64, app: &str) -> Device {
         Device {

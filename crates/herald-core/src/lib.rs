@@ -4,12 +4,15 @@
 //! (`store`, `provider`), and the pipeline that joins them: `fan_out` turns one
 //! notification into queued deliveries, the `dispatcher` hands deliveries to
 //! providers under per-transport concurrency limits, and `retry` decides what a
-//! failed attempt becomes. Networks, databases and HTTP live in other crates.
+//! failed attempt becomes. `rate` is the token bucket per recipient that
+//! the network sources limit count-like pushes with. Networks, databases
+//! and HTTP live in other crates.
 
 pub mod dispatcher;
 pub mod fan_out;
 pub mod model;
 pub mod provider;
+pub mod rate;
 pub mod retry;
 pub mod store;
 pub mod time;

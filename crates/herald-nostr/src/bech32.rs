@@ -1,10 +1,11 @@
-//! Bech32 decoding (BIP-173), the encoding of NIP-19's `npub`.
+//! Bech32 (BIP-173), the encoding of NIP-19's `npub`.
 //!
 //! Written here rather than taken from a crate because herald needs one
-//! direction of one variant: NIP-19 uses bech32, not bech32m, and herald
-//! reads npubs but never writes them. The steps follow BIP-173's
-//! "Decoding" section: character set and case, separator, checksum, then
-//! the 5-bit groups regrouped into bytes.
+//! variant (NIP-19 uses bech32, not bech32m) for one thing: reading the
+//! npubs apps send, and writing herald's own for the operator. Decoding
+//! follows BIP-173's "Decoding" section: character set and case,
+//! separator, checksum, then the 5-bit groups regrouped into bytes;
+//! encoding is the same steps backwards.
 
 /// BIP-173's longest string. NIP-19 lifts it only for its TLV entities
 /// (`nprofile`, …); an npub is 63 characters.
@@ -91,6 +92,34 @@ pub(crate) fn to_bytes(values: &[u8]) -> Option<Vec<u8>> {
     (bits < 5 && acc == 0).then_some(bytes)
 }
 
+/// `bytes` as lowercase bech32 with the prefix `hrp` (lowercase ASCII).
+pub(crate) fn encode(hrp: &str, bytes: &[u8]) -> String {
+    let mut values = Vec::with_capacity(bytes.len() * 8 / 5 + 1 + CHECKSUM_CHARS);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &b in bytes {
+        acc = (acc << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            values.push(((acc >> bits) & 0x1f) as u8);
+        }
+        acc &= (1 << bits) - 1;
+    }
+    if bits > 0 {
+        values.push(((acc << (5 - bits)) & 0x1f) as u8);
+    }
+    let residue = polymod(
+        &hrp_expanded(hrp),
+        &[&values[..], &[0; CHECKSUM_CHARS]].concat(),
+    ) ^ BECH32_RESIDUE;
+    values.extend((0..CHECKSUM_CHARS).map(|i| ((residue >> (5 * (5 - i))) & 0x1f) as u8));
+    let mut text = String::with_capacity(hrp.len() + 1 + values.len());
+    text.push_str(hrp);
+    text.push('1');
+    text.extend(values.iter().map(|&v| char::from(CHARSET[usize::from(v)])));
+    text
+}
+
 /// The prefix as the checksum sees it: high bits of each character, a zero,
 /// then the low bits.
 fn hrp_expanded(hrp: &str) -> Vec<u8> {
@@ -116,6 +145,17 @@ fn polymod(prefix: &[u8], values: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoding_decodes_back_to_the_same_bytes() {
+        for len in [0, 1, 20, 32, 33] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+            let text = encode("npub", &bytes);
+            let decoded = decode(&text).unwrap();
+            assert_eq!(decoded.hrp, "npub");
+            assert_eq!(to_bytes(&decoded.values).unwrap(), bytes, "{text}");
+        }
+    }
 
     #[test]
     fn accepts_bip173_valid_vectors() {

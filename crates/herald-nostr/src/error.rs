@@ -14,6 +14,8 @@ pub enum NostrError {
     InvalidPublicKey,
     #[error("not a valid npub: {0}")]
     InvalidNpub(&'static str),
+    #[error("a secret key is 64 hex digits, below the curve order and not zero")]
+    InvalidSecretKey,
 
     #[error("the event is {bytes} bytes, over the {max} herald accepts")]
     EventTooLarge { bytes: usize, max: usize },

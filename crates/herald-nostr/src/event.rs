@@ -18,6 +18,9 @@
 //! DEL, U+2028 and `/` included, is written as is. The interop test checks
 //! all of this against nostr-tools.
 //!
+//! `sign` makes herald's own events (NIP-42 `AUTH`) through the same
+//! serialisation, so what herald signs is what it would accept.
+//!
 //! The checks are ordered cheapest first, so hostile input costs a bounded
 //! parse and, at worst, one SHA-256 before it is refused; only an event
 //! whose id is right reaches the signature check. Fields NIP-01 does not
@@ -25,14 +28,16 @@
 
 use std::fmt;
 
-use k256::schnorr::signature::hazmat::PrehashVerifier;
+use k256::schnorr::signature::hazmat::{PrehashSigner, PrehashVerifier};
 use k256::schnorr::{Signature, VerifyingKey};
 use serde::Deserialize;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::error::NostrError;
 use crate::hex::{self, Digits};
 use crate::pubkey::PublicKey;
+use crate::secret_key::SecretKey;
 
 /// The longest event JSON accepted: twice nostr-rs-relay's default
 /// `max_event_bytes` (128 KiB), so herald never refuses an event a relay
@@ -75,6 +80,8 @@ pub mod kind {
     pub const RELAY_LIST: u16 = 10002;
     /// NIP-17 DM inbox relays, where gift wraps to the author are published.
     pub const DM_RELAY_LIST: u16 = 10050;
+    /// NIP-42 client authentication, answering a relay's `AUTH` challenge.
+    pub const CLIENT_AUTH: u16 = 22242;
     /// NIP-98 HTTP auth.
     pub const HTTP_AUTH: u16 = 27235;
 }
@@ -185,6 +192,19 @@ impl Event {
         })
     }
 
+    /// NIP-01's JSON object, as relays take it.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "id": self.id.to_hex(),
+            "pubkey": self.pubkey.to_hex(),
+            "created_at": self.created_at,
+            "kind": self.kind,
+            "tags": self.tags,
+            "content": self.content,
+            "sig": hex::encode(&self.sig),
+        })
+    }
+
     pub fn id(&self) -> &EventId {
         &self.id
     }
@@ -235,6 +255,34 @@ impl Event {
     /// `p_tags`: in order, repeats kept, malformed values skipped.
     pub fn e_tags(&self) -> impl Iterator<Item = EventId> + '_ {
         self.tag_values("e").filter_map(EventId::parse_hex)
+    }
+}
+
+/// An event signed by `key`: its id computed as `Event::from_json` checks
+/// it, signed with BIP-340. The auxiliary randomness is BIP-340's all-zero
+/// value (k256's `sign_prehash`), which the BIP allows: the nonce still
+/// depends on the key and the id, so it never repeats for different events.
+pub fn sign(
+    kind: u16,
+    tags: Vec<Vec<String>>,
+    content: String,
+    created_at: u64,
+    key: &SecretKey,
+) -> Event {
+    let pubkey = key.public_key();
+    let id = event_id(&pubkey, created_at, kind, &tags, &content);
+    let sig = key
+        .signing_key()
+        .sign_prehash(&id.0)
+        .expect("BIP-340 signs any 32-byte id");
+    Event {
+        id,
+        pubkey,
+        created_at,
+        kind,
+        tags,
+        content,
+        sig: sig.to_bytes(),
     }
 }
 
@@ -746,6 +794,15 @@ mod tests {
         let event = parse(&value).unwrap();
         let ids: Vec<String> = event.e_tags().map(|id| id.to_hex()).collect();
         assert_eq!(ids, [root, reply]);
+    }
+
+    #[test]
+    fn what_herald_signs_verifies_and_round_trips_through_json() {
+        let key = SecretKey::generate();
+        let tags = vec![vec!["t".to_owned(), TRICKY.to_owned()]];
+        let event = sign(1, tags, TRICKY.to_owned(), 1_700_000_000, &key);
+        assert_eq!(event.pubkey(), &key.public_key());
+        assert_eq!(parse(&event.to_json()), Ok(event));
     }
 
     #[test]

@@ -65,8 +65,17 @@ impl PublicKey {
             .map_err(|_| NostrError::InvalidNpub("the key is not 32 bytes"))
     }
 
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
+    }
+
+    /// NIP-19's form, as people paste it: `npub1…`.
+    pub fn to_npub(&self) -> String {
+        bech32::encode(NPUB_PREFIX, &self.0)
     }
 
     /// NIP-01's form: 64 lowercase hex digits.
@@ -108,6 +117,12 @@ mod tests {
         let key = PublicKey::parse_npub_or_hex(NIP19_NPUB).unwrap();
         assert_eq!(key.to_hex(), NIP19_HEX);
         assert_eq!(key, PublicKey::parse_hex(NIP19_HEX).unwrap());
+    }
+
+    #[test]
+    fn writes_nip19_npub_example() {
+        let key = PublicKey::parse_hex(NIP19_HEX).unwrap();
+        assert_eq!(key.to_npub(), NIP19_NPUB);
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //!   short window, as Mostro's push server used, loses most wraps. The
 //!   other kinds are honestly dated, so they start where herald stopped
 //!   watching this relay (a little before), at most that same window back.
+//!   A third filter asks for the keys' own mute lists (kind 10000 by
+//!   `authors`), which the pipeline keeps to honour them.
 //! - **Registrations change the subscriptions.** A new key goes into a
 //!   batch with room, a removed one leaves its batch, and only the batches
 //!   that changed are asked for again (a `REQ` with the same id replaces the
@@ -31,8 +33,15 @@
 //!   sent again with freshly computed `since` values, never the old ones.
 //!   Pings every [`PING_INTERVAL`]; a connection silent for [`IDLE_TIMEOUT`]
 //!   is dropped as half-open.
-//! - Not yet: NIP-42 `AUTH` (a relay that asks is logged and its restricted
-//!   events go unseen) and each account's own relays (kinds 10050, 10002).
+//! - **NIP-42 `AUTH` with herald's own key.** A relay that sends a
+//!   challenge gets a kind 22242 event signed with `RelayConfig::auth_key`
+//!   (`nip42`). Relays refuse subscriptions before that with a `CLOSED`
+//!   whose reason starts `auth-required:`; once the relay answers `OK` to
+//!   the `AUTH`, exactly those batches are asked for again, with the
+//!   session's `since` values, since nothing of theirs was seen yet.
+//!   Without a key a challenge is logged and ignored, and the refused
+//!   subscriptions stay closed.
+//! - Not yet: each account's own relays (kinds 10050, 10002).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -52,9 +61,11 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 use url::Url;
 
-use crate::event::{Event, MAX_EVENT_JSON_BYTES, kind};
+use crate::event::{Event, EventId, MAX_EVENT_JSON_BYTES, kind};
+use crate::nip42;
 use crate::pubkey::PublicKey;
 use crate::recipients::RecipientIndex;
+use crate::secret_key::SecretKey;
 
 /// Keys in one subscription's `#p`. 250 hex keys make a filter of about
 /// 17 KB, so a `REQ` with both filters stays well under the 64 KiB message
@@ -93,6 +104,10 @@ const REASON_PREVIEW_CHARS: usize = 200;
 /// Subscription ids are this prefix and the batch's number.
 const SUBSCRIPTION_PREFIX: &str = "herald-";
 
+/// NIP-42's machine-readable prefix of a `CLOSED` (or `OK`) reason that
+/// asks the client to authenticate first.
+const AUTH_REQUIRED_PREFIX: &str = "auth-required:";
+
 type WebSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// What one connection watches.
@@ -102,6 +117,8 @@ pub struct RelayConfig {
     /// The kinds to subscribe to.
     pub kinds: Vec<u16>,
     pub reconnect: ReconnectPolicy,
+    /// herald's own key, answering NIP-42 challenges; `None` ignores them.
+    pub auth_key: Option<Arc<SecretKey>>,
 }
 
 /// One verified event, as a relay served it.
@@ -126,6 +143,8 @@ pub struct RelayStatus {
     pub notices: u64,
     /// Subscriptions the relay closed (`CLOSED`), auth-required ones included.
     pub closed: u64,
+    /// The relay accepted herald's NIP-42 `AUTH` on this connection.
+    pub authenticated: bool,
     pub disconnects: u64,
     pub last_error: Option<String>,
 }
@@ -163,6 +182,8 @@ struct Batch {
     eose: bool,
     /// Changed since it was last asked for.
     dirty: bool,
+    /// The relay closed it until herald authenticates (NIP-42).
+    awaiting_auth: bool,
 }
 
 /// The batches of keys this connection subscribes to.
@@ -277,7 +298,8 @@ impl Since {
     }
 }
 
-/// The `REQ` for one batch.
+/// The `REQ` for one batch: the kinds asked for that `p`-tag its keys,
+/// and the keys' mute lists (kind 10000, NIP-51).
 fn request(index: usize, keys: &[PublicKey], kinds: &[u16], since: Since) -> String {
     let p: Vec<String> = keys.iter().map(PublicKey::to_hex).collect();
     let others: Vec<u16> = kinds
@@ -292,6 +314,9 @@ fn request(index: usize, keys: &[PublicKey], kinds: &[u16], since: Since) -> Str
     if !others.is_empty() {
         message.push(json!({"kinds": others, "#p": p, "since": since.others}));
     }
+    // The keys' own mute lists: replaceable, so each relay holds the
+    // latest alone, whatever its date.
+    message.push(json!({"kinds": [kind::MUTE_LIST], "authors": p}));
     serde_json::Value::Array(message).to_string()
 }
 
@@ -316,8 +341,15 @@ enum RelayMessage {
         reason: String,
     },
     Notice(String),
-    Auth,
-    /// `OK` and anything else herald did not ask for.
+    /// A NIP-42 challenge.
+    Auth(String),
+    /// The relay's verdict on an event herald sent (its `AUTH`).
+    Ok {
+        event_id: Option<EventId>,
+        accepted: bool,
+        reason: String,
+    },
+    /// Anything else herald did not ask for.
     Other,
 }
 
@@ -351,7 +383,14 @@ fn read_message(text: &str) -> Result<RelayMessage, String> {
         "NOTICE" => Ok(RelayMessage::Notice(preview(
             &string(1).unwrap_or_default(),
         ))),
-        "AUTH" => Ok(RelayMessage::Auth),
+        "AUTH" => Ok(RelayMessage::Auth(
+            string(1).ok_or("AUTH without a challenge")?,
+        )),
+        "OK" => Ok(RelayMessage::Ok {
+            event_id: string(1).as_deref().and_then(EventId::parse_hex),
+            accepted: parts.get(2).is_some_and(|raw| raw.get() == "true"),
+            reason: preview(&string(3).unwrap_or_default()),
+        }),
         _ => Ok(RelayMessage::Other),
     }
 }
@@ -452,7 +491,10 @@ impl RelayConnection {
         };
         let connected_at = Instant::now();
         tracing::info!(relay = %self.relay, "connected to the relay");
-        self.status.update(|s| s.connected = true);
+        self.status.update(|s| {
+            s.connected = true;
+            s.authenticated = false;
+        });
         let mut changes = self.index.changes();
         changes.mark_unchanged();
         self.sync();
@@ -464,7 +506,7 @@ impl RelayConnection {
         let since = Since::at(now_secs(), self.watched_until);
         let reason = match self.subscribe(&mut ws, since).await {
             Err(reason) => reason,
-            Ok(()) => match self.read(&mut ws, sink, &mut changes).await {
+            Ok(()) => match self.read(&mut ws, sink, &mut changes, since).await {
                 Some(reason) => reason,
                 None => return SessionEnd::SinkClosed,
             },
@@ -523,13 +565,17 @@ impl RelayConnection {
     }
 
     /// Reads until the connection ends (`Some(reason)`) or the sink's
-    /// receiver is gone (`None`).
+    /// receiver is gone (`None`). `since` is what the session first asked
+    /// for, asked again for subscriptions refused until herald authenticated.
     async fn read(
         &mut self,
         ws: &mut WebSocket,
         sink: &mpsc::Sender<Arrival>,
         changes: &mut watch::Receiver<u64>,
+        since: Since,
     ) -> Option<String> {
+        // The id of the `AUTH` event awaiting the relay's `OK`.
+        let mut auth_sent: Option<EventId> = None;
         let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_heard = Instant::now();
@@ -579,7 +625,8 @@ impl RelayConnection {
             };
             match read_message(&text) {
                 Ok(RelayMessage::Event { batch, event }) => {
-                    if !self.config.kinds.contains(&event.kind()) {
+                    if !self.config.kinds.contains(&event.kind()) && event.kind() != kind::MUTE_LIST
+                    {
                         self.refused("an event of a kind herald did not ask for");
                         continue;
                     }
@@ -594,17 +641,57 @@ impl RelayConnection {
                 }
                 Ok(RelayMessage::EndOfStored(batch)) => self.subscriptions.end_of_stored(batch),
                 Ok(RelayMessage::Closed { batch, reason }) => {
-                    tracing::warn!(relay = %self.relay, batch, %reason, "the relay closed a subscription");
+                    let for_auth = reason.starts_with(AUTH_REQUIRED_PREFIX);
+                    if let Some(b) = self.subscriptions.batches.get_mut(batch) {
+                        b.awaiting_auth = for_auth;
+                    }
+                    if for_auth && self.config.auth_key.is_none() {
+                        tracing::warn!(relay = %self.relay, batch, %reason, "the relay requires NIP-42 AUTH; set nostr.key_file to authenticate");
+                    } else {
+                        tracing::warn!(relay = %self.relay, batch, %reason, "the relay closed a subscription");
+                    }
                     self.status.update(|s| s.closed += 1);
                 }
                 Ok(RelayMessage::Notice(notice)) => {
                     tracing::info!(relay = %self.relay, %notice, "relay notice");
                     self.status.update(|s| s.notices += 1);
                 }
-                Ok(RelayMessage::Auth) => {
-                    tracing::debug!(relay = %self.relay, "the relay offers NIP-42 AUTH; herald does not authenticate yet");
+                Ok(RelayMessage::Auth(challenge)) => match &self.config.auth_key {
+                    Some(key) => {
+                        let event =
+                            nip42::auth_event(key, &self.config.url, &challenge, now_secs());
+                        auth_sent = Some(*event.id());
+                        let message = json!(["AUTH", event.to_json()]).to_string();
+                        if let Err(e) = ws.send(Message::text(message)).await {
+                            return Some(format!("cannot authenticate: {e}"));
+                        }
+                    }
+                    None => {
+                        tracing::debug!(relay = %self.relay, "the relay offers NIP-42 AUTH; no nostr.key_file to answer with");
+                    }
+                },
+                Ok(RelayMessage::Ok {
+                    event_id,
+                    accepted,
+                    reason,
+                }) if event_id.is_some() && event_id == auth_sent => {
+                    auth_sent = None;
+                    if !accepted {
+                        tracing::warn!(relay = %self.relay, %reason, "the relay refused herald's NIP-42 AUTH");
+                        continue;
+                    }
+                    tracing::info!(relay = %self.relay, "authenticated to the relay (NIP-42)");
+                    self.status.update(|s| s.authenticated = true);
+                    for batch in &mut self.subscriptions.batches {
+                        if std::mem::take(&mut batch.awaiting_auth) && !batch.keys.is_empty() {
+                            batch.dirty = true;
+                        }
+                    }
+                    if let Err(reason) = self.subscribe(ws, since).await {
+                        return Some(reason);
+                    }
                 }
-                Ok(RelayMessage::Other) => {}
+                Ok(RelayMessage::Ok { .. } | RelayMessage::Other) => {}
                 Err(reason) => self.refused(&reason),
             }
         }
@@ -648,7 +735,7 @@ mod tests {
     }
 
     #[test]
-    fn a_request_has_a_gift_wrap_filter_and_one_for_the_other_kinds() {
+    fn a_request_asks_for_gift_wraps_the_other_kinds_and_the_keys_mute_lists() {
         let since = Since {
             gift_wraps: 10,
             others: 20,
@@ -660,10 +747,11 @@ mod tests {
             req,
             json!(["REQ", "herald-3",
                 {"kinds": [1059], "#p": p, "since": 10},
-                {"kinds": [4, 1], "#p": p, "since": 20}])
+                {"kinds": [4, 1], "#p": p, "since": 20},
+                {"kinds": [10000], "authors": p}])
         );
         let only_notes: Value = serde_json::from_str(&request(0, &[key(1)], &[1], since)).unwrap();
-        assert_eq!(only_notes.as_array().unwrap().len(), 3);
+        assert_eq!(only_notes.as_array().unwrap().len(), 4);
     }
 
     #[test]
@@ -733,7 +821,18 @@ mod tests {
         ));
         assert!(matches!(
             read_message(r#"["AUTH","challenge"]"#),
-            Ok(RelayMessage::Auth)
+            Ok(RelayMessage::Auth(c)) if c == "challenge"
+        ));
+        let id = "ab".repeat(32);
+        let ok = json!(["OK", id, true, ""]).to_string();
+        assert!(matches!(
+            read_message(&ok),
+            Ok(RelayMessage::Ok { event_id: Some(e), accepted: true, .. }) if e.to_hex() == id
+        ));
+        let refused = json!(["OK", id, false, "restricted: not on the list"]).to_string();
+        assert!(matches!(
+            read_message(&refused),
+            Ok(RelayMessage::Ok { accepted: false, reason, .. }) if reason.starts_with("restricted:")
         ));
     }
 

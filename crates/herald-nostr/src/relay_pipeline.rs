@@ -1,5 +1,6 @@
 //! From the relays' verified events to queued deliveries: the seen-set,
-//! the rules, and the queue with the source's cursor.
+//! the rules, the recipients' mute lists and rate limits, and the queue
+//! with the source's cursor.
 //!
 //! - **One writer.** Every relay connection feeds one bounded channel and
 //!   this pipeline handles its events one at a time, so the seen-set needs
@@ -12,6 +13,17 @@
 //! - **History is marked, not pushed.** The keys an arrival names in
 //!   `history_for` (stored events from before their first subscription)
 //!   are not told.
+//! - **Mute lists are state, not events.** A registered key's kind 10000
+//!   updates `mute_list` and is not marked seen: a relay serves the list
+//!   again on every subscription, and the newest one wins whatever the
+//!   seen-set remembers. A recipient is not told of an event by someone
+//!   their list mutes.
+//! - **Rate before pushing.** Reactions, reposts and zaps beyond a
+//!   recipient's limit (`herald_core::rate`, [`DEFAULT_RATE_LIMIT`]) are
+//!   counted and not pushed; history and muted events take no token.
+//! - **Apps and devices choose.** One notification per app whose kinds
+//!   hold the event's (`rules::AppRules`), and the fan-out skips devices
+//!   whose own `kinds` leave it out (`rules::device_wants`).
 //! - **The cursor is a time.** Nostr has no global order, so the source's
 //!   cursor is the Unix second up to which herald was watching, stored
 //!   with every commit and at least every [`CURSOR_SAVE_INTERVAL`]. A
@@ -24,16 +36,21 @@ use std::time::Duration;
 
 use herald_core::fan_out::FanOut;
 use herald_core::model::Notification;
+use herald_core::rate::{KeyedBuckets, RateLimit};
+use herald_core::store::StateChange;
 use herald_core::time::now_secs;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::event::kind;
+use crate::mute_list::MuteLists;
+use crate::pubkey::PublicKey;
 use crate::recipients::RecipientIndex;
 use crate::relay::Arrival;
-use crate::rules;
+use crate::rules::{self, AppRules};
 use crate::seen::SeenSet;
 
-/// The source's name in the store (cursor and seen-set).
+/// The source's name in the store (cursor, seen-set and mute lists).
 pub const SOURCE_NAME: &str = "nostr.relays";
 
 /// How often the cursor and the seen-set's changes are stored when no
@@ -45,6 +62,14 @@ pub const CURSOR_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 /// restart after a quiet spell does not ask the relays for more than it must.
 pub const IDLE_CURSOR_SAVE_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Reactions, reposts and zaps one key is pushed: as many as for AT
+/// Protocol likes (30 per 10 minutes), which keeps a busy account informed
+/// and a note that goes viral from sending thousands.
+pub const DEFAULT_RATE_LIMIT: RateLimit = RateLimit {
+    pushes: 30,
+    window: Duration::from_secs(600),
+};
+
 /// Counters for `/health`.
 #[derive(Debug, Default)]
 pub struct PipelineStats {
@@ -53,36 +78,78 @@ pub struct PipelineStats {
     pub duplicates: AtomicU64,
     /// Stored events of keys subscribed for the first time, not pushed.
     pub history: AtomicU64,
+    /// Recipients not told because their mute list names who is behind the event.
+    pub muted: AtomicU64,
+    /// Reactions, reposts and zaps not pushed: their recipient was over the limit.
+    pub rate_limited: AtomicU64,
+    /// Mute lists taken (newer than the one held).
+    pub mute_lists: AtomicU64,
     pub notifications: AtomicU64,
     pub store_retries: AtomicU64,
 }
 
 pub struct RelayPipeline {
-    index: Arc<RecipientIndex>,
+    policy: Policy,
     fan_out: FanOut,
+}
+
+/// The rules, with what decides whether their notifications become
+/// pushes: the seen-set, the mute lists, the rate limits and the apps'
+/// choices. Apart from the fan-out, so it is tested without a store.
+struct Policy {
+    index: Arc<RecipientIndex>,
+    apps: Vec<AppRules>,
     seen: SeenSet,
+    mutes: MuteLists,
+    rates: KeyedBuckets<PublicKey>,
     stats: Arc<PipelineStats>,
 }
 
 impl RelayPipeline {
-    /// A pipeline whose seen-set starts from what the store `kept`.
+    /// A pipeline whose seen-set and mute lists start from what the store
+    /// `kept`, telling every app's devices of the default kinds until
+    /// [`with_apps`](Self::with_apps) says otherwise.
     pub fn new(index: Arc<RecipientIndex>, fan_out: FanOut, kept: &[(String, String)]) -> Self {
         let mut seen = SeenSet::default();
         seen.restore(kept);
+        let mut mutes = MuteLists::default();
+        mutes.restore(kept);
         Self {
-            index,
-            fan_out,
-            seen,
-            stats: Arc::default(),
+            policy: Policy {
+                index,
+                apps: vec![AppRules::every_app(rules::DEFAULT_KINDS)],
+                seen,
+                mutes,
+                rates: KeyedBuckets::new(DEFAULT_RATE_LIMIT),
+                stats: Arc::default(),
+            },
+            fan_out: fan_out.with_device_filter(Arc::new(rules::device_wants)),
         }
     }
 
+    /// Tells each app's devices of the kinds it chose, as it chose.
+    pub fn with_apps(mut self, apps: Vec<AppRules>) -> Self {
+        self.policy.apps = apps;
+        self
+    }
+
+    /// Limits the reactions, reposts and zaps pushed to one key.
+    pub fn with_rate_limit(mut self, limit: RateLimit) -> Self {
+        self.policy.rates = KeyedBuckets::new(limit);
+        self
+    }
+
     pub fn stats(&self) -> Arc<PipelineStats> {
-        Arc::clone(&self.stats)
+        Arc::clone(&self.policy.stats)
     }
 
     pub fn seen_len(&self) -> usize {
-        self.seen.len()
+        self.policy.seen.len()
+    }
+
+    /// Mute lists held.
+    pub fn mute_lists_len(&self) -> usize {
+        self.policy.mutes.len()
     }
 
     /// Handles arrivals until every connection hung up or `stop` turns
@@ -107,7 +174,7 @@ impl RelayPipeline {
                 arrival = arrivals.recv() => match arrival {
                     Some(arrival) => {
                         unsaved = true;
-                        self.handle(&arrival, now_secs())
+                        self.policy.handle(&arrival, now_secs(), std::time::Instant::now())
                     }
                     None => break,
                 },
@@ -126,33 +193,12 @@ impl RelayPipeline {
         self.commit(&[], &mut stop).await;
     }
 
-    /// The pushes one arrival causes; its id is marked seen either way.
-    fn handle(&mut self, arrival: &Arrival, now: u64) -> Vec<Notification> {
-        self.stats.events.fetch_add(1, Ordering::Relaxed);
-        let event = &arrival.event;
-        if !self.seen.mark(*event.id(), now) {
-            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-            return Vec::new();
-        }
-        let recipients = rules::recipients(event, |key| self.index.contains(key));
-        let (history, news): (Vec<_>, Vec<_>) = recipients
-            .into_iter()
-            .partition(|key| arrival.history_for.contains(key));
-        if !history.is_empty() {
-            self.stats.history.fetch_add(1, Ordering::Relaxed);
-        }
-        news.iter()
-            .filter_map(|key| rules::notification(event, key, &arrival.relay))
-            .collect()
-    }
-
     /// Queues `batch` with the cursor and the seen-set's changes, retrying
     /// until stored; `false` if herald is stopping and it was not.
     async fn commit(&mut self, batch: &[Notification], stop: &mut watch::Receiver<bool>) -> bool {
         let now = now_secs();
-        self.seen.sweep(now);
-        let changes = self.seen.take_changes();
-        let stats = &self.stats;
+        let changes = self.policy.changes(now);
+        let stats = &self.policy.stats;
         let stored = self
             .fan_out
             .commit_until_stored(SOURCE_NAME, &now.to_string(), batch, &changes, stop, |e, delay| {
@@ -167,5 +213,208 @@ impl RelayPipeline {
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
         }
         stored
+    }
+}
+
+impl Policy {
+    /// The pushes one arrival causes; its id is marked seen either way,
+    /// unless it is a mute list.
+    fn handle(
+        &mut self,
+        arrival: &Arrival,
+        now_secs: u64,
+        now: std::time::Instant,
+    ) -> Vec<Notification> {
+        self.stats.events.fetch_add(1, Ordering::Relaxed);
+        let event = &arrival.event;
+        if event.kind() == kind::MUTE_LIST {
+            // Only the registered keys' lists are asked for, and kept.
+            if self.index.contains(event.pubkey()) && self.mutes.update(event) {
+                self.stats.mute_lists.fetch_add(1, Ordering::Relaxed);
+            }
+            return Vec::new();
+        }
+        if !self.seen.mark(*event.id(), now_secs) {
+            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            return Vec::new();
+        }
+        let Some(reason) = rules::reason(event) else {
+            return Vec::new();
+        };
+        let recipients = rules::recipients(event, |key| self.index.contains(key));
+        let (history, news): (Vec<_>, Vec<_>) = recipients
+            .into_iter()
+            .partition(|key| arrival.history_for.contains(key));
+        if !history.is_empty() {
+            self.stats.history.fetch_add(1, Ordering::Relaxed);
+        }
+        let actors = rules::actors(event);
+        let mut pushes = Vec::new();
+        for recipient in news {
+            if actors
+                .iter()
+                .any(|actor| self.mutes.mutes(&recipient, actor))
+            {
+                self.stats.muted.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if reason.is_count_like() && !self.rates.allow(&recipient, now) {
+                self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            pushes.extend(rules::notifications(
+                event,
+                &recipient,
+                &arrival.relay,
+                &self.apps,
+            ));
+        }
+        pushes
+    }
+
+    /// What the store must apply to hold the seen-set and the mute lists,
+    /// after forgetting the ids older than the retention at `now`.
+    fn changes(&mut self, now: u64) -> Vec<StateChange> {
+        self.seen.sweep(now);
+        let mut changes = self.seen.take_changes();
+        changes.extend(self.mutes.take_changes());
+        changes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Event;
+    use crate::test_support::TestKey;
+
+    const NOW: u64 = 1_780_000_000;
+
+    fn policy(registered: &[&TestKey], limit: RateLimit) -> Policy {
+        let index = Arc::new(RecipientIndex::new());
+        for key in registered {
+            index.insert(key.public_key());
+        }
+        Policy {
+            index,
+            apps: vec![AppRules::every_app(rules::DEFAULT_KINDS)],
+            seen: SeenSet::default(),
+            mutes: MuteLists::default(),
+            rates: KeyedBuckets::new(limit),
+            stats: Arc::default(),
+        }
+    }
+
+    fn arrival(author: &TestKey, created_at: u64, kind: u16, tags: &[&[&str]]) -> Arrival {
+        let json = author.sign(created_at, kind, tags, "").to_string();
+        Arrival {
+            event: Event::from_json(&json).unwrap(),
+            relay: Arc::from("wss://relay.example"),
+            history_for: Vec::new(),
+        }
+    }
+
+    fn handle(policy: &mut Policy, arrival: &Arrival) -> usize {
+        policy.handle(arrival, NOW, std::time::Instant::now()).len()
+    }
+
+    #[test]
+    fn a_recipient_is_not_told_of_an_event_by_someone_their_list_mutes() {
+        let (alice, bob, mallory) = (
+            TestKey::new("alice"),
+            TestKey::new("bob"),
+            TestKey::new("mallory"),
+        );
+        let mut policy = policy(&[&bob], DEFAULT_RATE_LIMIT);
+        let to_bob: &[&[&str]] = &[&["p", &bob.pubkey_hex()]];
+        let list = arrival(&bob, NOW, kind::MUTE_LIST, &[&["p", &mallory.pubkey_hex()]]);
+        assert_eq!(handle(&mut policy, &list), 0);
+        assert_eq!(handle(&mut policy, &list), 0, "served again");
+        assert_eq!(policy.stats.mute_lists.load(Ordering::Relaxed), 1);
+        assert_eq!(policy.seen.len(), 0, "a list is state, not an event");
+        let from_mallory = arrival(&mallory, NOW, kind::ENCRYPTED_DIRECT_MESSAGE, to_bob);
+        assert_eq!(handle(&mut policy, &from_mallory), 0);
+        assert_eq!(policy.stats.muted.load(Ordering::Relaxed), 1);
+        let from_alice = arrival(&alice, NOW, kind::ENCRYPTED_DIRECT_MESSAGE, to_bob);
+        assert_eq!(handle(&mut policy, &from_alice), 1);
+        let changes = policy.changes(NOW);
+        assert!(changes.iter().any(|c| c.key.starts_with("mute.")));
+        assert!(changes.iter().any(|c| c.key.starts_with("seen.")));
+    }
+
+    #[test]
+    fn only_the_registered_keys_lists_are_kept() {
+        let (bob, mallory) = (TestKey::new("bob"), TestKey::new("mallory"));
+        let mut policy = policy(&[&bob], DEFAULT_RATE_LIMIT);
+        let list = arrival(&mallory, NOW, kind::MUTE_LIST, &[&["p", &bob.pubkey_hex()]]);
+        handle(&mut policy, &list);
+        assert!(policy.mutes.is_empty());
+    }
+
+    #[test]
+    fn reactions_beyond_the_rate_are_not_pushed_and_messages_always_are() {
+        let (alice, bob) = (TestKey::new("alice"), TestKey::new("bob"));
+        let limit = RateLimit {
+            pushes: 2,
+            window: Duration::from_secs(600),
+        };
+        let mut policy = policy(&[&bob], limit);
+        let to_bob: &[&[&str]] = &[&["p", &bob.pubkey_hex()]];
+        let pushed: usize = (0..5)
+            .map(|n| {
+                handle(
+                    &mut policy,
+                    &arrival(&alice, NOW + n, kind::REACTION, to_bob),
+                )
+            })
+            .sum();
+        assert_eq!(pushed, 2);
+        assert_eq!(policy.stats.rate_limited.load(Ordering::Relaxed), 3);
+        let dms: usize = (0..5)
+            .map(|n| {
+                let dm = arrival(&alice, NOW + n, kind::ENCRYPTED_DIRECT_MESSAGE, to_bob);
+                handle(&mut policy, &dm)
+            })
+            .sum();
+        assert_eq!(dms, 5);
+    }
+
+    #[test]
+    fn history_takes_no_token_and_is_not_pushed() {
+        let (alice, bob) = (TestKey::new("alice"), TestKey::new("bob"));
+        let limit = RateLimit {
+            pushes: 1,
+            window: Duration::from_secs(600),
+        };
+        let mut policy = policy(&[&bob], limit);
+        let to_bob: &[&[&str]] = &[&["p", &bob.pubkey_hex()]];
+        let mut old = arrival(&alice, NOW - 60, kind::REACTION, to_bob);
+        old.history_for = vec![bob.public_key()];
+        assert_eq!(handle(&mut policy, &old), 0);
+        assert_eq!(
+            handle(&mut policy, &arrival(&alice, NOW, kind::REACTION, to_bob)),
+            1
+        );
+    }
+
+    #[test]
+    fn each_app_that_chose_the_kind_gets_its_own_push() {
+        use herald_core::model::AppId;
+        let (alice, bob) = (TestKey::new("alice"), TestKey::new("bob"));
+        let mut policy = policy(&[&bob], DEFAULT_RATE_LIMIT);
+        let app = |id: &str, kinds: &[u16]| AppRules {
+            app_id: Some(AppId::parse(id).unwrap()),
+            kinds: kinds.to_vec(),
+            silent: false,
+        };
+        policy.apps = vec![
+            app("chat.dm", &[kind::ENCRYPTED_DIRECT_MESSAGE]),
+            app("social.client", rules::DEFAULT_KINDS),
+        ];
+        let to_bob: &[&[&str]] = &[&["p", &bob.pubkey_hex()]];
+        let dm = arrival(&alice, NOW, kind::ENCRYPTED_DIRECT_MESSAGE, to_bob);
+        assert_eq!(handle(&mut policy, &dm), 2);
+        let reaction = arrival(&alice, NOW, kind::REACTION, to_bob);
+        assert_eq!(handle(&mut policy, &reaction), 1);
     }
 }

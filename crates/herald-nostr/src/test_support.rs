@@ -1,21 +1,20 @@
 //! Keys and signed events for the unit tests.
 //!
 //! Keys are derived from a name, so a failing test names the same key on
-//! every run. Events are signed here with k256's BIP-340 signer over the
-//! id `event` computes; the ids themselves are checked against other
-//! implementations by the known-answer tests (NIP-98's example) and the
-//! nostr-tools interop test, so this helper cannot hide a wrong id.
+//! every run. Events are signed with `event::sign`, herald's own signer;
+//! the ids it computes are checked against other implementations by the
+//! known-answer tests (NIP-98's example) and the nostr-tools interop test,
+//! so this helper cannot hide a wrong id.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use k256::schnorr::SigningKey;
-use k256::schnorr::signature::hazmat::PrehashSigner;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::event::event_id;
-use crate::hex;
+use crate::event;
 use crate::pubkey::PublicKey;
+use crate::secret_key::SecretKey;
 
 /// The `Authorization` header in NIP-98's text, signed by its author
 /// (snort.social): an event herald did not make, with a signature nobody
@@ -31,20 +30,26 @@ pub fn nip98_example_event() -> String {
 }
 
 /// A secret key for tests, derived from a name.
-pub struct TestKey(SigningKey);
+pub struct TestKey(SecretKey);
 
 impl TestKey {
     pub fn new(name: &str) -> Self {
         let secret = Sha256::digest(format!("herald-nostr test key {name}"));
-        Self(SigningKey::from_slice(&secret).expect("a SHA-256 is a valid secret key"))
+        let key = SigningKey::from_slice(&secret).expect("a SHA-256 is a valid secret key");
+        Self(SecretKey::from(key))
     }
 
     pub fn public_key(&self) -> PublicKey {
-        PublicKey::parse_hex(&self.pubkey_hex()).unwrap()
+        self.0.public_key()
     }
 
     pub fn pubkey_hex(&self) -> String {
-        hex::encode(&self.0.verifying_key().to_bytes())
+        self.public_key().to_hex()
+    }
+
+    /// The same key as herald holds its own.
+    pub fn secret_key(&self) -> &SecretKey {
+        &self.0
     }
 
     /// A signed event as its JSON value, with a correct id and signature.
@@ -53,17 +58,7 @@ impl TestKey {
             .iter()
             .map(|tag| tag.iter().map(|f| (*f).to_owned()).collect())
             .collect();
-        let id = event_id(&self.public_key(), created_at, kind, &tags, content);
-        let sig = self.0.sign_prehash(id.as_bytes()).unwrap();
-        json!({
-            "id": id.to_hex(),
-            "pubkey": self.pubkey_hex(),
-            "created_at": created_at,
-            "kind": kind,
-            "tags": tags,
-            "content": content,
-            "sig": hex::encode(&sig.to_bytes()),
-        })
+        event::sign(kind, tags, content.to_owned(), created_at, &self.0).to_json()
     }
 }
 

@@ -11,15 +11,30 @@
 //!   misses back-dated ones here, as it would on a compliant relay.
 //! - Every `REQ` is recorded for the test to check, and `drop_connections`
 //!   closes every open connection, as a relay restart would.
-//! - Signatures are not checked: herald's own tests send it what they
-//!   signed, and the point here is the protocol.
+//! - Published events' signatures are not checked: herald's own tests send
+//!   it what they signed, and the point here is the protocol.
+//! - `start_requiring_auth` makes it a relay that serves only authenticated
+//!   clients (NIP-42): each connection gets a fresh challenge at once, and
+//!   every `REQ` before a valid `AUTH` is answered `CLOSED` with
+//!   `auth-required:`. An `AUTH` event is checked as such a relay checks
+//!   it, here with its own code rather than herald-nostr's, so a wrong id
+//!   or signature from herald's signer shows: kind 22242, the id the
+//!   SHA-256 of NIP-01's serialisation (serde_json's escaping, which is
+//!   NIP-01's), a valid BIP-340 signature, this connection's challenge, this
+//!   relay's URL (a trailing `/` aside) and a `created_at` within
+//!   [`AUTH_MAX_AGE_SECS`]. The answer is `OK` true, or false with the
+//!   reason.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use futures_util::{SinkExt, StreamExt};
+use k256::schnorr::signature::hazmat::PrehashVerifier;
+use k256::schnorr::{Signature, VerifyingKey};
+use rand::RngExt;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, watch};
 use tokio_tungstenite::tungstenite::Message;
@@ -27,11 +42,20 @@ use tokio_tungstenite::tungstenite::Message;
 /// Live events buffered per connection before a slow reader loses some.
 const LIVE_BUFFER: usize = 1024;
 
+/// How far an `AUTH` event's `created_at` may be from the relay's clock:
+/// NIP-42's "about 10 minutes".
+pub const AUTH_MAX_AGE_SECS: u64 = 600;
+
+/// NIP-42's kind for a client's `AUTH` event.
+const CLIENT_AUTH_KIND: u64 = 22242;
+
 #[derive(Default)]
 struct State {
     events: Vec<Value>,
     requests: Vec<Value>,
     open: usize,
+    /// Pubkeys (hex) of the `AUTH` events accepted, in order.
+    authenticated: Vec<String>,
 }
 
 pub struct NostrRelay {
@@ -43,16 +67,34 @@ pub struct NostrRelay {
 }
 
 impl NostrRelay {
+    /// A relay that serves anyone.
     pub async fn start() -> Self {
+        Self::start_with(false).await
+    }
+
+    /// A relay that serves only clients that authenticated (NIP-42).
+    pub async fn start_requiring_auth() -> Self {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(require_auth: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local address");
         let state = Arc::new(Mutex::new(State::default()));
         let (live, _) = broadcast::channel(LIVE_BUFFER);
         let drops = watch::Sender::new(0);
         let (s, l, d) = (Arc::clone(&state), live.clone(), drops.clone());
+        let url = format!("ws://{addr}");
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, Arc::clone(&s), l.subscribe(), d.subscribe()));
+                let auth = require_auth.then(|| Auth::new(&url));
+                tokio::spawn(serve(
+                    stream,
+                    Arc::clone(&s),
+                    l.subscribe(),
+                    d.subscribe(),
+                    auth,
+                ));
             }
         });
         Self {
@@ -79,6 +121,11 @@ impl NostrRelay {
         self.state.lock().unwrap().requests.clone()
     }
 
+    /// The pubkeys (hex) whose `AUTH` this relay accepted, in order.
+    pub fn authenticated(&self) -> Vec<String> {
+        self.state.lock().unwrap().authenticated.clone()
+    }
+
     pub fn open_connections(&self) -> usize {
         self.state.lock().unwrap().open
     }
@@ -89,11 +136,96 @@ impl NostrRelay {
     }
 }
 
+/// One connection's NIP-42 state, on a relay that requires it.
+struct Auth {
+    relay_url: String,
+    challenge: String,
+    /// The client's accepted pubkey.
+    pubkey: Option<String>,
+}
+
+impl Auth {
+    fn new(relay_url: &str) -> Self {
+        let challenge: [u8; 16] = rand::rng().random();
+        Self {
+            relay_url: relay_url.to_owned(),
+            challenge: challenge.iter().map(|b| format!("{b:02x}")).collect(),
+            pubkey: None,
+        }
+    }
+
+    /// Checks a client's `AUTH` event; the error is the `OK` reason.
+    fn check(&self, event: &Value) -> Result<String, String> {
+        if event["kind"].as_u64() != Some(CLIENT_AUTH_KIND) {
+            return Err("invalid: not a kind 22242 event".into());
+        }
+        let pubkey = verified_author(event)?;
+        let tag = |name: &str| {
+            event["tags"].as_array().and_then(|tags| {
+                tags.iter()
+                    .find(|t| t.get(0).and_then(Value::as_str) == Some(name))
+                    .and_then(|t| t.get(1).and_then(Value::as_str))
+            })
+        };
+        if tag("challenge") != Some(self.challenge.as_str()) {
+            return Err("invalid: not this connection's challenge".into());
+        }
+        let ours = self.relay_url.trim_end_matches('/');
+        if tag("relay").map(|r| r.trim_end_matches('/')) != Some(ours) {
+            return Err("invalid: not this relay's URL".into());
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs();
+        let created_at = event["created_at"].as_u64().unwrap_or(0);
+        if created_at.abs_diff(now) > AUTH_MAX_AGE_SECS {
+            return Err("invalid: created_at too far from now".into());
+        }
+        Ok(pubkey)
+    }
+}
+
+/// The event's pubkey if its id is the hash of its NIP-01 serialisation and
+/// its BIP-340 signature verifies.
+fn verified_author(event: &Value) -> Result<String, String> {
+    let field = |name: &str| event[name].as_str().unwrap_or_default();
+    let serialised = json!([
+        0,
+        event["pubkey"],
+        event["created_at"],
+        event["kind"],
+        event["tags"],
+        event["content"]
+    ])
+    .to_string();
+    let id: [u8; 32] = Sha256::digest(serialised.as_bytes()).into();
+    let hex_id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    if field("id") != hex_id {
+        return Err("invalid: the id is not the event's hash".into());
+    }
+    let bytes = |text: &str| -> Option<Vec<u8>> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+            .collect()
+    };
+    let key = bytes(field("pubkey")).and_then(|b| VerifyingKey::from_slice(&b).ok());
+    let sig = bytes(field("sig")).and_then(|b| Signature::from_slice(&b).ok());
+    match (key, sig) {
+        (Some(key), Some(sig)) if key.verify_prehash(&id, &sig).is_ok() => {
+            Ok(field("pubkey").to_owned())
+        }
+        _ => Err("invalid: bad signature".into()),
+    }
+}
+
 async fn serve(
     stream: TcpStream,
     state: Arc<Mutex<State>>,
     mut live: broadcast::Receiver<Value>,
     mut drops: watch::Receiver<u64>,
+    mut auth: Option<Auth>,
 ) {
     let Ok(ws) = tokio_tungstenite::accept_async(stream).await else {
         return;
@@ -102,6 +234,13 @@ async fn serve(
     state.lock().unwrap().open += 1;
     let (mut sink, mut incoming) = ws.split();
     let mut subscriptions: HashMap<String, Vec<Value>> = HashMap::new();
+    if let Some(auth) = &auth {
+        let challenge = json!(["AUTH", auth.challenge]).to_string();
+        if sink.send(Message::text(challenge)).await.is_err() {
+            state.lock().unwrap().open -= 1;
+            return;
+        }
+    }
     loop {
         let outgoing: Vec<String> = tokio::select! {
             _ = drops.changed() => break,
@@ -115,7 +254,7 @@ async fn serve(
             },
             message = incoming.next() => match message {
                 Some(Ok(Message::Text(text))) => {
-                    handle(&text, &mut subscriptions, &state)
+                    handle(&text, &mut subscriptions, &state, auth.as_mut())
                 }
                 Some(Ok(Message::Ping(data))) => {
                     if sink.send(Message::Pong(data)).await.is_err() {
@@ -141,14 +280,46 @@ fn handle(
     text: &str,
     subscriptions: &mut HashMap<String, Vec<Value>>,
     state: &Mutex<State>,
+    auth: Option<&mut Auth>,
 ) -> Vec<String> {
     let Ok(Value::Array(message)) = serde_json::from_str::<Value>(text) else {
         return vec![json!(["NOTICE", "invalid: not a JSON array"]).to_string()];
     };
+    let unauthenticated = auth.as_ref().is_some_and(|a| a.pubkey.is_none());
     match (
         message.first().and_then(Value::as_str),
         message.get(1).and_then(Value::as_str),
     ) {
+        (Some("AUTH"), _) => match (auth, message.get(1)) {
+            (Some(auth), Some(event)) => {
+                let id = event["id"].clone();
+                match auth.check(event) {
+                    Ok(pubkey) => {
+                        state.lock().unwrap().authenticated.push(pubkey.clone());
+                        auth.pubkey = Some(pubkey);
+                        vec![json!(["OK", id, true, ""]).to_string()]
+                    }
+                    Err(reason) => vec![json!(["OK", id, false, reason]).to_string()],
+                }
+            }
+            _ => vec![json!(["NOTICE", "invalid: no AUTH expected"]).to_string()],
+        },
+        (Some("REQ"), Some(id)) if unauthenticated => {
+            state
+                .lock()
+                .unwrap()
+                .requests
+                .push(Value::Array(message.clone()));
+            subscriptions.remove(id);
+            vec![
+                json!([
+                    "CLOSED",
+                    id,
+                    "auth-required: this relay serves authenticated clients"
+                ])
+                .to_string(),
+            ]
+        }
         (Some("REQ"), Some(id)) => {
             let filters: Vec<Value> = message[2..].to_vec();
             let mut state = state.lock().unwrap();

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use herald_core::dispatcher::DispatcherConfig;
 use herald_core::model::{AppId, Transport};
+use herald_core::rate::RateLimit;
 use herald_core::retry::RetryPolicy;
+use herald_nostr::rules::AppRules;
 use herald_push::apns::ApnsConfig;
 use herald_push::expo::ExpoConfig;
 use herald_push::fcm::FcmConfig;
@@ -137,28 +139,30 @@ pub struct AtprotoConfig {
     pub rate_limit: RateLimitSettings,
 }
 
-/// `[atproto.rate_limit]`: per recipient, for likes, reposts and follows.
+/// `[atproto.rate_limit]` and `[nostr] rate_limit`: per recipient, for the
+/// count-like pushes (likes, reposts, follows; reactions, reposts, zaps).
+/// Each protocol has its own default; the file and the environment are
+/// merged over it, so both fields are always there.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct RateLimitSettings {
     /// Pushes per window; 0 switches the limit off.
     pub pushes: u32,
     pub window_secs: u64,
 }
 
-impl Default for RateLimitSettings {
-    fn default() -> Self {
-        let d = herald_atproto::recipient_rate::RateLimit::DEFAULT;
+impl From<RateLimit> for RateLimitSettings {
+    fn from(limit: RateLimit) -> Self {
         Self {
-            pushes: d.pushes,
-            window_secs: d.window.as_secs(),
+            pushes: limit.pushes,
+            window_secs: limit.window.as_secs(),
         }
     }
 }
 
 impl RateLimitSettings {
-    pub fn limit(&self) -> herald_atproto::recipient_rate::RateLimit {
-        herald_atproto::recipient_rate::RateLimit {
+    pub fn limit(&self) -> RateLimit {
+        RateLimit {
             pushes: self.pushes,
             window: std::time::Duration::from_secs(self.window_secs.max(1)),
         }
@@ -247,7 +251,7 @@ impl Default for AtprotoConfig {
             allow_high_s: false,
             did_cache_secs: 60 * 60,
             jetstream: JetstreamSettings::default(),
-            rate_limit: RateLimitSettings::default(),
+            rate_limit: herald_atproto::recipient_rate::DEFAULT_RATE_LIMIT.into(),
         }
     }
 }
@@ -360,7 +364,7 @@ impl MostroApiConfig {
 
 /// `[nostr]`: herald's Nostr side. `public_url` switches on the native
 /// `/v1/nostr/devices` API, whose NIP-98 headers name it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NostrConfig {
     /// The URL clients reach herald at (`https://push.example.org`, or with
@@ -371,18 +375,53 @@ pub struct NostrConfig {
     /// Relays watched for events to the registered keys (`wss://…`);
     /// empty, herald watches none.
     pub relays: Vec<String>,
-    /// The event kinds watched; empty, `herald_nostr::rules::DEFAULT_KINDS`.
+    /// The event kinds an app's devices are told about unless the app
+    /// chooses its own (`[apps."<id>".nostr] kinds`); empty,
+    /// `herald_nostr::rules::DEFAULT_KINDS`.
     pub kinds: Vec<u16>,
+    /// Reactions, reposts and zaps one key is pushed.
+    pub rate_limit: RateLimitSettings,
+    /// herald's own secret key (64 hex digits, `herald keys nostr`), with
+    /// which it answers relays' NIP-42 `AUTH` challenges; unset, it ignores them.
+    pub key_file: Option<PathBuf>,
+}
+
+impl Default for NostrConfig {
+    fn default() -> Self {
+        Self {
+            public_url: None,
+            relays: Vec::new(),
+            kinds: Vec::new(),
+            rate_limit: herald_nostr::relay_pipeline::DEFAULT_RATE_LIMIT.into(),
+            key_file: None,
+        }
+    }
 }
 
 impl NostrConfig {
-    /// One connection's configuration per relay; an error names the bad URL.
-    pub fn relay_configs(&self) -> Result<Vec<herald_nostr::relay::RelayConfig>, ConfigError> {
-        let kinds = if self.kinds.is_empty() {
-            herald_nostr::rules::DEFAULT_KINDS.to_vec()
-        } else {
-            self.kinds.clone()
+    /// herald's own key from `key_file`, if one is configured.
+    pub fn key(&self) -> Result<Option<herald_nostr::SecretKey>, ConfigError> {
+        let Some(path) = &self.key_file else {
+            return Ok(None);
         };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        herald_nostr::SecretKey::parse_hex(&text)
+            .map(Some)
+            .map_err(|e| invalid("nostr.key_file", format!("{}: {e}", path.display())))
+    }
+
+    /// One connection's configuration per relay; an error names the bad URL
+    /// or the unreadable key.
+    /// Each relay is asked for every app's kinds (`apps`' Nostr tables).
+    pub fn relay_configs(
+        &self,
+        apps: &BTreeMap<String, AppConfig>,
+    ) -> Result<Vec<herald_nostr::relay::RelayConfig>, ConfigError> {
+        let auth_key = self.key()?.map(std::sync::Arc::new);
+        let kinds = self.watched_kinds(apps);
         self.relays
             .iter()
             .map(|text| {
@@ -399,9 +438,80 @@ impl NostrConfig {
                     url,
                     kinds: kinds.clone(),
                     reconnect: herald_core::retry::ReconnectPolicy::default(),
+                    auth_key: auth_key.clone(),
                 })
             })
             .collect()
+    }
+
+    /// What the relay rules tell each app's devices, in the apps' order.
+    pub fn app_rules(&self, apps: &BTreeMap<String, AppConfig>) -> Vec<AppRules> {
+        apps.iter()
+            .map(|(id, app)| {
+                let nostr = app.nostr.clone().unwrap_or_default();
+                AppRules {
+                    app_id: Some(
+                        AppId::parse(id)
+                            .expect("app ids are validated when the configuration loads"),
+                    ),
+                    kinds: if nostr.kinds.is_empty() {
+                        self.default_kinds()
+                    } else {
+                        nostr.kinds
+                    },
+                    silent: nostr.silent,
+                }
+            })
+            .collect()
+    }
+
+    /// The kinds the relays are asked for: every app's, each once; the
+    /// default kinds while no app is configured.
+    pub fn watched_kinds(&self, apps: &BTreeMap<String, AppConfig>) -> Vec<u16> {
+        let mut kinds: Vec<u16> = Vec::new();
+        for app in self.app_rules(apps) {
+            for kind in app.kinds {
+                if !kinds.contains(&kind) {
+                    kinds.push(kind);
+                }
+            }
+        }
+        if kinds.is_empty() {
+            kinds = self.default_kinds();
+        }
+        kinds
+    }
+
+    /// The kinds of an app that chose none.
+    fn default_kinds(&self) -> Vec<u16> {
+        if self.kinds.is_empty() {
+            herald_nostr::rules::DEFAULT_KINDS.to_vec()
+        } else {
+            self.kinds.clone()
+        }
+    }
+
+    /// Every kind named, in `[nostr]` and in the apps' tables, is one the
+    /// rules push for: a typo would otherwise subscribe to nothing useful.
+    fn validate(&self, apps: &BTreeMap<String, AppConfig>) -> Result<(), ConfigError> {
+        let known = herald_nostr::rules::DEFAULT_KINDS;
+        let named = std::iter::once(("nostr.kinds".to_owned(), &self.kinds)).chain(
+            apps.iter().filter_map(|(id, app)| {
+                let nostr = app.nostr.as_ref()?;
+                Some((format!("apps.\"{id}\".nostr.kinds"), &nostr.kinds))
+            }),
+        );
+        for (setting, kinds) in named {
+            if let Some(kind) = kinds.iter().find(|k| !known.contains(k)) {
+                return Err(invalid(
+                    setting,
+                    format!(
+                        "herald pushes nothing for kind {kind}; the kinds it knows are {known:?}"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// `public_url` without a trailing `/`, checked: http(s), no query or fragment.
@@ -573,6 +683,21 @@ pub struct AppConfig {
     pub fcm: Option<FcmConfig>,
     pub expo: Option<ExpoConfig>,
     pub gorush: Option<GorushConfig>,
+    /// What the Nostr relay rules tell this app's devices; without a
+    /// table, the `[nostr] kinds` as visible alerts.
+    pub nostr: Option<NostrAppConfig>,
+}
+
+/// `[apps."<id>".nostr]`: the app's choice among the Nostr relay rules.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NostrAppConfig {
+    /// The event kinds its devices are told about (a device's own `kinds`
+    /// narrows them); empty, `[nostr] kinds`.
+    pub kinds: Vec<u16>,
+    /// Data-only wake-ups (iOS background pushes, Android high-priority
+    /// data messages) instead of visible alerts.
+    pub silent: bool,
 }
 
 impl AppConfig {
@@ -646,7 +771,8 @@ impl Config {
         configured_app("gorush_api.app_id", &self.gorush_api.app_id, &self.apps)?;
         self.mostro_api.validate(&self.apps)?;
         self.nostr.public_url()?;
-        self.nostr.relay_configs()?;
+        self.nostr.validate(&self.apps)?;
+        self.nostr.relay_configs(&self.apps)?;
         self.sigil_api.validate(&self.nostr, &self.apps)?;
         let d = &self.delivery;
         if d.max_attempts == 0 {
@@ -777,6 +903,7 @@ const KNOWN_OPTIONAL: &[&str] = &[
     "gorush_api.token_file",
     "mostro_api.app_id",
     "nostr.public_url",
+    "nostr.key_file",
     "sigil_api.app_id",
     "atproto.service_did",
     "atproto.public_url",
@@ -992,6 +1119,96 @@ mod tests {
         assert_eq!(
             c.nostr.public_url().unwrap().as_deref(),
             Some("https://example.org/push")
+        );
+    }
+
+    #[test]
+    fn the_nostr_key_file_gives_every_relay_herald_s_key_and_a_bad_one_is_named() {
+        let key = herald_nostr::SecretKey::generate();
+        let good = file(&format!("{}\n", key.to_hex()));
+        let path = good.path().to_str().unwrap();
+        let toml = file(&format!(
+            "[nostr]\nkey_file = {path:?}\nrelays = [\"wss://a.example\", \"wss://b.example\"]\n"
+        ));
+        let c = Config::load(Some(toml.path()), env(&[])).unwrap();
+        let relays = c.nostr.relay_configs(&c.apps).unwrap();
+        assert_eq!(relays.len(), 2);
+        for relay in relays {
+            assert_eq!(relay.auth_key.unwrap().public_key(), key.public_key());
+        }
+        let bad = file("nsec1notahexkey");
+        let bad_path = bad.path().to_str().unwrap();
+        let err = Config::load(None, env(&[("HERALD_NOSTR__KEY_FILE", bad_path)])).unwrap_err();
+        assert!(err.to_string().contains("nostr.key_file"), "{err}");
+        assert!(!err.to_string().contains("notahexkey"), "{err}");
+    }
+
+    #[test]
+    fn each_app_has_its_nostr_kinds_and_the_relays_are_asked_for_all_of_them() {
+        let f = file(
+            "[apps.\"chat.dm\".unifiedpush]\n[apps.\"chat.dm\".nostr]\nkinds = [4, 1059]\n\
+             [apps.\"org.example.wake\".unifiedpush]\n[apps.\"org.example.wake\".nostr]\n\
+             kinds = [1059, 7]\nsilent = true\n\
+             [apps.\"social.client\".unifiedpush]\n\
+             [nostr]\nrelays = [\"wss://relay.example\"]\nkinds = [1, 4]\n",
+        );
+        let c = Config::load(Some(f.path()), env(&[])).unwrap();
+        let rules = c.nostr.app_rules(&c.apps);
+        let summary: Vec<(String, Vec<u16>, bool)> = rules
+            .into_iter()
+            .map(|r| (r.app_id.unwrap().to_string(), r.kinds, r.silent))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("chat.dm".to_owned(), vec![4, 1059], false),
+                ("org.example.wake".to_owned(), vec![1059, 7], true),
+                ("social.client".to_owned(), vec![1, 4], false),
+            ]
+        );
+        assert_eq!(c.nostr.watched_kinds(&c.apps), [4, 1059, 7, 1]);
+        let relays = c.nostr.relay_configs(&c.apps).unwrap();
+        assert_eq!(relays[0].kinds, [4, 1059, 7, 1]);
+        let none = Config::load(None, env(&[])).unwrap();
+        assert_eq!(
+            none.nostr.watched_kinds(&none.apps),
+            herald_nostr::rules::DEFAULT_KINDS
+        );
+    }
+
+    #[test]
+    fn a_nostr_kind_the_rules_do_not_push_for_is_refused_where_it_is_named() {
+        let f =
+            file("[apps.\"chat.dm\".unifiedpush]\n[apps.\"chat.dm\".nostr]\nkinds = [4, 10000]\n");
+        let err = Config::load(Some(f.path()), env(&[])).unwrap_err();
+        assert!(
+            err.to_string().contains("apps.\"chat.dm\".nostr.kinds"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("10000"), "{err}");
+        let f = file("[nostr]\nkinds = [0]\n");
+        let err = Config::load(Some(f.path()), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("nostr.kinds"), "{err}");
+    }
+
+    #[test]
+    fn the_nostr_rate_limit_has_its_own_default_and_takes_the_environment() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(
+            c.nostr.rate_limit.limit(),
+            herald_nostr::relay_pipeline::DEFAULT_RATE_LIMIT
+        );
+        let f = file("[nostr]\nrate_limit = { pushes = 5, window_secs = 60 }\n");
+        let c = Config::load(
+            Some(f.path()),
+            env(&[("HERALD_NOSTR__RATE_LIMIT__PUSHES", "0")]),
+        )
+        .unwrap();
+        assert_eq!(c.nostr.rate_limit.limit().pushes, 0);
+        assert_eq!(c.nostr.rate_limit.limit().window.as_secs(), 60);
+        assert_eq!(
+            c.atproto.rate_limit.limit(),
+            herald_atproto::recipient_rate::DEFAULT_RATE_LIMIT
         );
     }
 

@@ -80,6 +80,14 @@ enum KeyKind {
         #[arg(long)]
         out: PathBuf,
     },
+    /// herald's own Nostr identity: writes a secret key (64 hex digits) to
+    /// FILE, created with mode 0600, for `[nostr] key_file`, and prints the
+    /// public key, which relays see when herald authenticates (NIP-42).
+    Nostr {
+        /// Where to write the secret key; refuses to overwrite.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -143,6 +151,9 @@ async fn run(command: Command, config: Config) -> ExitCode {
         Command::Keys {
             kind: KeyKind::Vapid { out },
         } => vapid_keys(&out),
+        Command::Keys {
+            kind: KeyKind::Nostr { out },
+        } => nostr_keys(&out),
         #[cfg(feature = "bench")]
         Command::Bench { scenario } => bench::run(scenario).await,
     }
@@ -269,8 +280,6 @@ fn transport_check(
         .map_err(|e| e.to_string())
 }
 
-/// Writes a new VAPID private key to `out` (never overwriting, owner-only)
-/// and prints the public key; the private key never reaches the terminal.
 fn atproto_replay(input: &std::path::Path, registered: &[String]) -> ExitCode {
     use herald_atproto::did::Did;
     let dids = match registered
@@ -305,23 +314,43 @@ fn atproto_replay(input: &std::path::Path, registered: &[String]) -> ExitCode {
     }
 }
 
+/// Writes a new VAPID private key to `out` (never overwriting, owner-only)
+/// and prints the public key; the private key never reaches the terminal.
 fn vapid_keys(out: &std::path::Path) -> ExitCode {
+    let (pem, public) = herald_push::vapid::generate_keypair();
+    if let Err(e) = write_secret(out, &pem) {
+        return fail(&format!("cannot write {}", out.display()), e);
+    }
+    println!("private key written to {}", out.display());
+    println!("public key (applicationServerKey): {public}");
+    ExitCode::SUCCESS
+}
+
+/// Writes herald's new Nostr secret key to `out` as `vapid_keys` does, and
+/// prints its public key as an npub and as hex.
+fn nostr_keys(out: &std::path::Path) -> ExitCode {
+    let key = herald_nostr::SecretKey::generate();
+    if let Err(e) = write_secret(out, &format!("{}\n", key.to_hex())) {
+        return fail(&format!("cannot write {}", out.display()), e);
+    }
+    let public = key.public_key();
+    println!("secret key written to {}", out.display());
+    println!("public key: {}", public.to_npub());
+    println!("public key (hex): {}", public.to_hex());
+    ExitCode::SUCCESS
+}
+
+/// Creates `path` with owner-only permissions and writes `text`; an
+/// existing file is an error, never overwritten.
+fn write_secret(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let (pem, public) = herald_push::vapid::generate_keypair();
-    let file = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(out);
-    match file.and_then(|mut f| f.write_all(pem.as_bytes())) {
-        Ok(()) => {
-            println!("private key written to {}", out.display());
-            println!("public key (applicationServerKey): {public}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(&format!("cannot write {}", out.display()), e),
-    }
+        .open(path)?
+        .write_all(text.as_bytes())
 }
 
 async fn migrate(config: &Config) -> ExitCode {

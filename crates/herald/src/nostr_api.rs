@@ -26,6 +26,7 @@
 use herald_core::StoreError;
 use herald_core::model::{Account, AppId, Device, NewDevice, Platform, Transport};
 use herald_core::store::Store;
+use herald_nostr::rules::KINDS_OPTION;
 use herald_nostr::{NostrError, PublicKey};
 use serde::Deserialize;
 use serde_json::json;
@@ -34,8 +35,6 @@ use crate::config::{Config, NostrAuth};
 use crate::pseudonym::pseudonym;
 use crate::runtime::{RegistrationError, Runtime};
 
-/// The device option holding the Nostr event kinds a device wants.
-pub const KINDS_OPTION: &str = "kinds";
 /// Most kinds a device may list. The rules know of a handful (DMs, gift
 /// wraps, notes, reactions, reposts, zaps); a longer list is a mistake or
 /// an attempt to grow every stored device.

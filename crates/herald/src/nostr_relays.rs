@@ -2,12 +2,13 @@
 //! relay, all feeding one pipeline, started lazily and stopped in order.
 //!
 //! Lazy, as the Jetstream source: nothing connects until some Nostr key has
-//! a device. The seen-set and the cursor (when herald last watched) come
-//! back from the store, and the keys registered before this start count as
-//! watched only if the source ran before: on the very first start their
-//! stored events are history, not news. On shutdown the connections stop
-//! first, then the pipeline stores its cursor and seen-set, before the
-//! store closes.
+//! a device. The seen-set, the mute lists and the cursor (when herald last
+//! watched) come back from the store, and the keys registered before this
+//! start count as watched only if the source ran before: on the very first
+//! start their stored events are history, not news. On shutdown the
+//! connections stop first, then the pipeline stores its cursor, seen-set
+//! and mute lists, before the store closes. Each app's kinds and alert
+//! style and the rate limit come from the configuration.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use crate::server::AppState;
 /// Events read ahead of the pipeline, from all relays together: enough to
 /// ride out a slow store write, small enough that back-pressure reaches the
 /// sockets quickly.
-const EVENTS_IN_FLIGHT: usize = 1024;
+pub(crate) const EVENTS_IN_FLIGHT: usize = 1024;
 
 /// The running source's figures, for `/health`.
 pub struct RelaysHealth {
@@ -43,6 +44,7 @@ impl RelaysHealth {
                 json!({
                     "url": url,
                     "connected": s.connected,
+                    "authenticated": s.authenticated,
                     "subscriptions": s.subscriptions,
                     "events": s.events,
                     "refused": s.refused,
@@ -58,6 +60,9 @@ impl RelaysHealth {
             "events": count(&self.stats.events),
             "duplicates": count(&self.stats.duplicates),
             "history": count(&self.stats.history),
+            "muted": count(&self.stats.muted),
+            "rate_limited": count(&self.stats.rate_limited),
+            "mute_lists": count(&self.stats.mute_lists),
             "notifications": count(&self.stats.notifications),
             "store_retries": count(&self.stats.store_retries),
         })
@@ -67,7 +72,8 @@ impl RelaysHealth {
 /// Runs the source until `stop`; returns at once when no relay is configured.
 pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     let runtime = &state.runtime;
-    let configs = match runtime.config.nostr.relay_configs() {
+    let config = &runtime.config;
+    let configs = match config.nostr.relay_configs(&config.apps) {
         Ok(configs) if !configs.is_empty() => configs,
         // Checked when the configuration loaded; empty means off.
         _ => return,
@@ -104,7 +110,9 @@ pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
         Arc::clone(&runtime.nostr_recipients),
         runtime.fan_out.clone(),
         &kept,
-    );
+    )
+    .with_apps(config.nostr.app_rules(&config.apps))
+    .with_rate_limit(config.nostr.rate_limit.limit());
     let (events_tx, events_rx) = mpsc::channel(EVENTS_IN_FLIGHT);
     let mut relays = Vec::new();
     let mut readers = Vec::new();
@@ -130,6 +138,7 @@ pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
         relays = readers.len(),
         ?cursor,
         seen = pipeline.seen_len(),
+        mute_lists = pipeline.mute_lists_len(),
         "Nostr relay source starting"
     );
     pipeline.run(events_rx, stop).await;

@@ -258,6 +258,47 @@ fn keys_vapid_writes_a_private_key_once_and_prints_the_public_one() {
     assert_eq!(std::fs::read_to_string(&out).unwrap(), text);
 }
 
+#[test]
+fn keys_nostr_writes_a_secret_key_once_that_the_config_accepts_and_prints_its_npub() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "");
+    let out = dir.path().join("nostr.key");
+    let made = herald(
+        dir.path(),
+        &["keys", "nostr", "--out", out.to_str().unwrap()],
+    );
+    assert!(made.status.success(), "{made:?}");
+    let secret = std::fs::read_to_string(&out).unwrap();
+    let key = herald_nostr::SecretKey::parse_hex(&secret).unwrap();
+    assert!(
+        !stdout(&made).contains(secret.trim()),
+        "the secret key stays off the terminal"
+    );
+    let printed = |prefix: &str| {
+        stdout(&made)
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix).map(str::to_owned))
+            .unwrap()
+    };
+    assert_eq!(printed("public key: "), key.public_key().to_npub());
+    assert_eq!(printed("public key (hex): "), key.public_key().to_hex());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let again = herald(
+        dir.path(),
+        &["keys", "nostr", "--out", out.to_str().unwrap()],
+    );
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "an existing key is never overwritten"
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), secret);
+}
+
 const GOLDEN: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../../shared/fixtures/atproto/jetstream_golden_v1.jsonl"

@@ -51,8 +51,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::process::{peak_resident_bytes, process_cpu, resident_bytes, thread_cpu};
 use super::synthetic_jetstream::SyntheticNetwork;
-use super::{Report, scratch_dir};
-use crate::config::{AppConfig, Config, UnifiedPushConfig};
+use super::{Report, unifiedpush_runtime};
 use crate::runtime::Runtime;
 
 #[derive(clap::Args)]
@@ -85,19 +84,7 @@ pub async fn run(args: Args) -> Result<Report, String> {
     if !(0.0..=1.0).contains(&args.recipient_share) {
         return Err("--recipient-share must be between 0 and 1".into());
     }
-    let dir = scratch_dir("jetstream")?;
-    let mut config = Config {
-        database_url: format!("sqlite://{}/bench.db", dir.display()),
-        ..Config::default()
-    };
-    config.apps.insert(
-        APP.into(),
-        AppConfig {
-            unifiedpush: Some(UnifiedPushConfig::default()),
-            ..AppConfig::default()
-        },
-    );
-    let runtime = Runtime::start(config).await.map_err(|e| e.to_string())?;
+    let (runtime, dir) = unifiedpush_runtime("jetstream", APP).await?;
     let mut network = SyntheticNetwork::new(args.seed, args.accounts, args.recipient_share);
     let index = fill_index(&runtime.recipients, network.registered())?;
 

@@ -7,6 +7,7 @@
 mod apns;
 mod deliver;
 mod jetstream;
+mod nostr;
 mod process;
 mod register;
 mod synthetic_jetstream;
@@ -29,6 +30,8 @@ pub enum Scenario {
     Apns(apns::Args),
     /// Jetstream events per second through decode, parse, rules and the SQLite queue.
     Jetstream(jetstream::Args),
+    /// Nostr events per second through id and signature checks, rules and the SQLite queue.
+    Nostr(nostr::Args),
 }
 
 pub async fn run(scenario: Scenario) -> ExitCode {
@@ -37,6 +40,7 @@ pub async fn run(scenario: Scenario) -> ExitCode {
         Scenario::Register(args) => ("register", args.json, register::run(args).await),
         Scenario::Apns(args) => ("apns", args.json, apns::run(args).await),
         Scenario::Jetstream(args) => ("jetstream", args.json, jetstream::run(args).await),
+        Scenario::Nostr(args) => ("nostr", args.json, nostr::run(args).await),
     };
     match result {
         Ok(report) => {
@@ -153,6 +157,32 @@ where
         return Err(format!("{failed} of {} calls failed", latencies_us.len()));
     }
     Ok((latencies_us, elapsed))
+}
+
+/// A runtime on a fresh SQLite file in a scratch directory, with one app
+/// (`app`) that pushes through UnifiedPush; the directory is returned for
+/// the scenario to remove.
+async fn unifiedpush_runtime(
+    name: &str,
+    app: &str,
+) -> Result<(crate::runtime::Runtime, std::path::PathBuf), String> {
+    use crate::config::{AppConfig, Config, UnifiedPushConfig};
+    let dir = scratch_dir(name)?;
+    let mut config = Config {
+        database_url: format!("sqlite://{}/bench.db", dir.display()),
+        ..Config::default()
+    };
+    config.apps.insert(
+        app.into(),
+        AppConfig {
+            unifiedpush: Some(UnifiedPushConfig::default()),
+            ..AppConfig::default()
+        },
+    );
+    let runtime = crate::runtime::Runtime::start(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((runtime, dir))
 }
 
 /// A fresh directory under the system temp dir for a scenario's database.

@@ -40,6 +40,19 @@ pub struct JetstreamHealth {
 }
 
 impl JetstreamHealth {
+    pub fn figures(&self) -> crate::metrics::SourceFigures {
+        let s = self.status.snapshot();
+        let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        crate::metrics::SourceFigures {
+            events: count(&self.stats.events),
+            notifications: count(&self.stats.notifications),
+            unreadable: count(&self.stats.unreadable),
+            rate_limited: count(&self.stats.rate_limited),
+            connected: u64::from(s.connected_url.is_some()),
+            lag_seconds: s.lag.map(|l| l.as_secs_f64()),
+        }
+    }
+
     pub fn json(&self) -> Value {
         let s = self.status.snapshot();
         let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);

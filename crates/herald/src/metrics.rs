@@ -6,8 +6,10 @@
 //! on every node even when another node did the work.
 
 use herald_core::store::{Queue, Store};
-use metrics::gauge;
+use metrics::{counter, gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::runtime::Runtime;
 
 /// Provider latency buckets in seconds: APNs answers in tens of
 /// milliseconds, a slow push service in seconds, the client gives up at 30.
@@ -54,15 +56,72 @@ fn describe() {
         "herald_notifications_total",
         "Notifications accepted through the admin API"
     );
+    describe_counter!(
+        "herald_source_events_total",
+        "Events a network source handed to its rules, by source (jetstream, nostr)"
+    );
+    describe_counter!(
+        "herald_source_notifications_total",
+        "Notifications a source queued, by source"
+    );
+    describe_counter!(
+        "herald_source_unreadable_total",
+        "Events a source skipped as unreadable, by source"
+    );
+    describe_counter!(
+        "herald_source_rate_limited_total",
+        "Pushes a source held back by the per-recipient rate limit, by source"
+    );
+    describe_gauge!(
+        "herald_source_connections",
+        "Open connections of a source (Jetstream: 0 or 1; Nostr: relays)"
+    );
+    describe_gauge!(
+        "herald_source_lag_seconds",
+        Unit::Seconds,
+        "How far the newest event a source handled is behind now"
+    );
 }
 
-/// Refreshes the store gauges and renders the text exposition.
-pub async fn render(handle: &PrometheusHandle, store: &(impl Store + Queue)) -> String {
+/// Refreshes the store and source gauges and renders the text exposition.
+pub async fn render(handle: &PrometheusHandle, runtime: &Runtime) -> String {
+    let store = runtime.store.as_ref();
     if let Ok(depth) = store.depth().await {
         gauge!("herald_queue_depth").set(depth as f64);
     }
     if let Ok(devices) = store.count_devices().await {
         gauge!("herald_devices").set(devices as f64);
     }
+    if let Some(jetstream) = runtime.jetstream_health.get() {
+        record_source("jetstream", jetstream.figures());
+    }
+    if let Some(relays) = runtime.nostr_relays_health.get() {
+        record_source("nostr", relays.figures());
+    }
     handle.render()
+}
+
+/// A running source's counters, as its pipeline keeps them.
+pub struct SourceFigures {
+    pub events: u64,
+    pub notifications: u64,
+    pub unreadable: u64,
+    pub rate_limited: u64,
+    /// Connections open now.
+    pub connected: u64,
+    /// How far the newest event handled is behind now, where known.
+    pub lag_seconds: Option<f64>,
+}
+
+/// The pipelines count with atomics of their own (they know nothing of
+/// metrics); the counters are copied at scrape time, as the store gauges are.
+fn record_source(source: &'static str, f: SourceFigures) {
+    counter!("herald_source_events_total", "source" => source).absolute(f.events);
+    counter!("herald_source_notifications_total", "source" => source).absolute(f.notifications);
+    counter!("herald_source_unreadable_total", "source" => source).absolute(f.unreadable);
+    counter!("herald_source_rate_limited_total", "source" => source).absolute(f.rate_limited);
+    gauge!("herald_source_connections", "source" => source).set(f.connected as f64);
+    if let Some(lag) = f.lag_seconds {
+        gauge!("herald_source_lag_seconds", "source" => source).set(lag);
+    }
 }

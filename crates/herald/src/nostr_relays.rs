@@ -34,6 +34,21 @@ pub struct RelaysHealth {
 }
 
 impl RelaysHealth {
+    pub fn figures(&self) -> crate::metrics::SourceFigures {
+        let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        let snapshots: Vec<_> = self.relays.iter().map(|(_, s)| s.snapshot()).collect();
+        crate::metrics::SourceFigures {
+            events: count(&self.stats.events),
+            notifications: count(&self.stats.notifications),
+            // Refused by the connections: malformed, forged, unasked-for.
+            unreadable: snapshots.iter().map(|s| s.refused).sum(),
+            rate_limited: count(&self.stats.rate_limited),
+            connected: snapshots.iter().filter(|s| s.connected).count() as u64,
+            // Relays carry no stream position to measure lag against.
+            lag_seconds: None,
+        }
+    }
+
     pub fn json(&self) -> Value {
         let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
         let relays: Vec<Value> = self

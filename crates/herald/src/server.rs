@@ -146,7 +146,7 @@ async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let body = crate::metrics::render(&state.metrics, state.runtime.store.as_ref()).await;
+    let body = crate::metrics::render(&state.metrics, &state.runtime).await;
     (
         [(
             header::CONTENT_TYPE,

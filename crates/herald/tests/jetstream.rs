@@ -11,7 +11,7 @@ use herald_standins::jetstream::JetstreamService;
 use herald_standins::pds::PdsService;
 use herald_standins::plc::PlcDirectory;
 use serde_json::{Value, json};
-use support::{Herald, Receiver, wait_until, with_atproto};
+use support::{Herald, Receiver, metric, wait_until, with_atproto};
 
 const ALICE: &str = "did:plc:aliceeeeeeeeeeeeeeeeeeee";
 const BOB: &str = "did:plc:bobbbbbbbbbbbbbbbbbbbbbb";
@@ -128,6 +128,13 @@ async fn a_like_on_the_stream_reaches_the_liked_accounts_device_and_the_cursor_s
     assert_eq!(source["unreadable"], 1, "{health}");
     assert_eq!(source["too_old"], 1, "{health}");
     assert_eq!(source["notifications"], 1, "{health}");
+    // The same counters, for Prometheus.
+    let metrics = herald.metrics().await;
+    let figure = |name| metric(&metrics, name, &["source=\"jetstream\""]);
+    assert_eq!(figure("herald_source_events_total"), Some(4.0), "{metrics}");
+    assert_eq!(figure("herald_source_unreadable_total"), Some(1.0));
+    assert_eq!(figure("herald_source_notifications_total"), Some(1.0));
+    assert_eq!(figure("herald_source_connections"), Some(1.0));
     assert_eq!(receiver.arrivals("bob").len(), 1);
 
     // SIGTERM stores the cursor; the next start resumes a little before it.

@@ -9,8 +9,7 @@
 //!   neither loses them nor queues them twice (beyond the source's small
 //!   rewind, which the dedupe keys absorb). Events that notify nobody, the
 //!   vast majority, only move the cursor, and it is stored at most every
-//!   [`CURSOR_SAVE_INTERVAL`], not once per event. Events already waiting
-//!   in the channel share one commit ([`MAX_EVENTS_PER_COMMIT`]).
+//!   [`CURSOR_SAVE_INTERVAL`], not once per event.
 //! - **Nothing dropped on a store error.** The same write is retried with
 //!   backoff until it succeeds or herald stops (`FanOut::commit_until_stored`);
 //!   meanwhile the source's bounded channel fills and the source stops
@@ -55,10 +54,6 @@ pub const SOURCE_NAME: &str = "atproto.jetstream";
 /// most this much more than the source's rewind, and the store sees one
 /// write a second instead of thousands.
 pub const CURSOR_SAVE_INTERVAL: Duration = Duration::from_secs(1);
-/// Events whose pushes share one commit at most, when they are already
-/// waiting: enough to turn a surge's thousands of commits a second into
-/// tens, small enough that one transaction stays short.
-pub const MAX_EVENTS_PER_COMMIT: usize = 256;
 /// Events older than this push nothing (the default).
 pub const DEFAULT_MAX_EVENT_AGE: Duration = Duration::from_secs(10 * 60);
 
@@ -201,17 +196,7 @@ impl JetstreamPipeline {
                 }
                 Step::Event(raw) => {
                     cursor = Some(raw.cursor);
-                    let mut batch = self.handle(&raw).await;
-                    // Events already waiting go into the same transaction:
-                    // in a surge one commit carries many events' pushes
-                    // instead of one each (SQLite's single writer is the
-                    // bound, BENCHMARKS.md), and a quiet stream is not delayed.
-                    for _ in 1..MAX_EVENTS_PER_COMMIT {
-                        let Ok(raw) = events.try_recv() else { break };
-                        cursor = Some(raw.cursor);
-                        batch.extend(self.handle(&raw).await);
-                    }
-                    batch
+                    self.handle(&raw).await
                 }
             };
             unsaved |= cursor.is_some() || !self.to_keep.is_empty();

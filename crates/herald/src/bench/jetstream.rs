@@ -49,7 +49,7 @@ use herald_standins::jetstream::FrameEncoder;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
-use super::process::{peak_resident_bytes, process_cpu, resident_bytes, thread_cpu};
+use super::process::{IndexMemory, peak_resident_bytes, process_cpu, resident_bytes, thread_cpu};
 use super::synthetic_jetstream::SyntheticNetwork;
 use super::{Report, unifiedpush_runtime};
 use crate::runtime::Runtime;
@@ -163,7 +163,7 @@ pub async fn run(args: Args) -> Result<Report, String> {
             ("one_core_rules_cpu_us_per_event", per_event_us(rules.cpu)),
             ("rss_mib_before_index", mib(index.rss_before)),
             ("rss_mib_after_index", mib(index.rss_after)),
-            ("index_bytes_per_account", json!(index.bytes_per_account())),
+            ("index_bytes_per_account", json!(index.bytes_per_entry())),
             ("rss_mib_end", mib(rss_end)),
             ("rss_mib_peak", mib(rss_peak)),
         ],
@@ -182,33 +182,17 @@ fn device(did: &str, n: usize) -> Result<NewDevice, String> {
     })
 }
 
-/// Resident memory around filling the recipient index.
-struct IndexMemory {
-    rss_before: u64,
-    rss_after: u64,
-    added: usize,
-}
-
-impl IndexMemory {
-    fn bytes_per_account(&self) -> u64 {
-        self.rss_after.saturating_sub(self.rss_before) / self.added.max(1) as u64
-    }
-}
-
 /// Puts every registered account in the index. Done before anything else
 /// is allocated and freed (the stream), and with the DIDs' text still alive
 /// after the second reading, so the allocator has no freed memory to hand
 /// the index that would hide part of its cost.
 fn fill_index(index: &RecipientIndex, registered: &[String]) -> Result<IndexMemory, String> {
-    let len_before = index.len();
-    let rss_before = resident_bytes()?;
-    for did in registered {
-        index.insert(Did::parse(did).map_err(|e| e.to_string())?);
-    }
-    Ok(IndexMemory {
-        rss_before,
-        rss_after: resident_bytes()?,
-        added: index.len() - len_before,
+    IndexMemory::measure(|| {
+        let len_before = index.len();
+        for did in registered {
+            index.insert(Did::parse(did).map_err(|e| e.to_string())?);
+        }
+        Ok(index.len() - len_before)
     })
 }
 

@@ -51,7 +51,7 @@ use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
-use super::process::{peak_resident_bytes, process_cpu, resident_bytes, thread_cpu};
+use super::process::{IndexMemory, peak_resident_bytes, process_cpu, resident_bytes, thread_cpu};
 use super::{Report, unifiedpush_runtime};
 use crate::runtime::Runtime;
 
@@ -121,7 +121,7 @@ pub async fn run(args: Args) -> Result<Report, String> {
     let registered: Vec<PublicKey> = (0..args.accounts)
         .map(|_| PublicKey::from_bytes(rng.random()))
         .collect();
-    let index = fill_index(&runtime.nostr_recipients, &registered);
+    let index = fill_index(&runtime.nostr_recipients, &registered)?;
     let targeted = &registered[..TARGETED_KEYS.min(registered.len())];
     for (n, key) in targeted.iter().enumerate() {
         runtime
@@ -187,7 +187,7 @@ pub async fn run(args: Args) -> Result<Report, String> {
             ),
             ("rss_mib_before_index", mib(index.rss_before)),
             ("rss_mib_after_index", mib(index.rss_after)),
-            ("index_bytes_per_key", json!(index.bytes_per_key())),
+            ("index_bytes_per_key", json!(index.bytes_per_entry())),
             ("rss_mib_end", mib(rss_end)),
             ("rss_mib_peak", mib(rss_peak)),
         ],
@@ -206,32 +206,14 @@ fn device(key: &PublicKey, n: usize) -> Result<NewDevice, String> {
     })
 }
 
-/// Resident memory around filling the recipient index.
-struct IndexMemory {
-    rss_before: u64,
-    rss_after: u64,
-    added: usize,
-}
-
-impl IndexMemory {
-    fn bytes_per_key(&self) -> u64 {
-        self.rss_after.saturating_sub(self.rss_before) / self.added.max(1) as u64
-    }
-}
-
-fn fill_index(index: &RecipientIndex, keys: &[PublicKey]) -> IndexMemory {
-    let len_before = index.len();
-    // Read twice: the first reading's own allocation is not the index's.
-    let _ = resident_bytes();
-    let rss_before = resident_bytes().unwrap_or(0);
-    for key in keys {
-        index.insert(*key);
-    }
-    IndexMemory {
-        rss_before,
-        rss_after: resident_bytes().unwrap_or(0),
-        added: index.len() - len_before,
-    }
+fn fill_index(index: &RecipientIndex, keys: &[PublicKey]) -> Result<IndexMemory, String> {
+    IndexMemory::measure(|| {
+        let len_before = index.len();
+        for key in keys {
+            index.insert(*key);
+        }
+        Ok(index.len() - len_before)
+    })
 }
 
 /// What one event will be, before it is signed.

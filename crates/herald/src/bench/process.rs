@@ -25,6 +25,33 @@ pub fn thread_cpu() -> Result<Duration, String> {
     cpu("/proc/thread-self/stat")
 }
 
+/// Resident memory around filling an index.
+pub struct IndexMemory {
+    pub rss_before: u64,
+    pub rss_after: u64,
+    pub added: usize,
+}
+
+impl IndexMemory {
+    /// What `fill` (which returns how many entries it added) costs in
+    /// resident memory.
+    pub fn measure(fill: impl FnOnce() -> Result<usize, String>) -> Result<Self, String> {
+        // Read twice: the first reading's own allocation is not the index's.
+        let _ = resident_bytes();
+        let rss_before = resident_bytes()?;
+        let added = fill()?;
+        Ok(Self {
+            rss_before,
+            rss_after: resident_bytes()?,
+            added,
+        })
+    }
+
+    pub fn bytes_per_entry(&self) -> u64 {
+        self.rss_after.saturating_sub(self.rss_before) / self.added.max(1) as u64
+    }
+}
+
 /// Resident memory now (`VmRSS`), in bytes.
 pub fn resident_bytes() -> Result<u64, String> {
     status_bytes("VmRSS")

@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use herald_nostr::test_support::TestKey;
 use herald_standins::nostr_relay::NostrRelay;
 use serde_json::{Value, json};
-use support::{Herald, Receiver, wait_until};
+use support::{Herald, Receiver, data, wait_until, with_relays};
 
 const TWO_DAYS: u64 = 2 * 24 * 60 * 60;
 
@@ -19,11 +19,6 @@ fn now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()
-}
-
-fn with_relays(config: String, relays: &[&NostrRelay]) -> String {
-    let urls: Vec<String> = relays.iter().map(|r| format!("\"{}\"", r.url())).collect();
-    format!("{config}\n[nostr]\nrelays = [{}]\n", urls.join(", "))
 }
 
 /// The source's figure `field` in /health.
@@ -38,10 +33,6 @@ async fn wait_for_events(herald: &Herald, n: u64) {
         source_figure(herald, "events").await >= n
     })
     .await;
-}
-
-fn data(arrival: &support::Arrival) -> &Value {
-    &arrival.body["data"]
 }
 
 #[tokio::test]

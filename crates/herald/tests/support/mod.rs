@@ -16,6 +16,7 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use herald_standins::nostr_relay::NostrRelay;
 use serde_json::Value;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
@@ -273,6 +274,17 @@ pub fn with_atproto(config: String, plc_url: &str, extra: &str, jetstream: &str)
          public_url = \"http://localhost:{port}\"\nplc_url = \"{plc_url}\"\n{extra}\n\
          [atproto.jetstream]\n{jetstream}\n"
     )
+}
+
+/// `config` with a `[nostr]` section listing `relays`.
+pub fn with_relays(config: String, relays: &[&NostrRelay]) -> String {
+    let urls: Vec<String> = relays.iter().map(|r| format!("\"{}\"", r.url())).collect();
+    format!("{config}\n[nostr]\nrelays = [{}]\n", urls.join(", "))
+}
+
+/// The `data` object of a push's body.
+pub fn data(arrival: &Arrival) -> &Value {
+    &arrival.body["data"]
 }
 
 impl Herald {

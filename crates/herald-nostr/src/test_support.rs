@@ -1,4 +1,6 @@
-//! Keys and signed events for the unit tests.
+//! Keys and signed events for the unit tests, and the nostr-tools peer
+//! (`interop/nostr/events.mjs`) the interop tests of this crate and of the
+//! binary run.
 //!
 //! Keys are derived from a name, so a failing test names the same key on
 //! every run. Events are signed with `event::sign`, herald's own signer;
@@ -65,4 +67,49 @@ impl TestKey {
 /// `Nostr <base64 of the event's JSON>`, as NIP-98 sends it.
 pub fn authorization(event: &Value) -> String {
     format!("Nostr {}", STANDARD.encode(event.to_string()))
+}
+
+/// The nostr-tools peer: Node and the modules `interop/nostr/setup.sh`
+/// installed (`HERALD_TEST_NODE`, `HERALD_TEST_NOSTR_MODULES`). `None` when
+/// neither is set; half a setup is an error, never a skip.
+pub fn nostr_tools_peer() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    let node = std::env::var_os("HERALD_TEST_NODE");
+    let modules = std::env::var_os("HERALD_TEST_NOSTR_MODULES");
+    match (node, modules) {
+        (Some(node), Some(modules)) => Some((node.into(), modules.into())),
+        (None, None) => None,
+        _ => panic!("set both HERALD_TEST_NODE and HERALD_TEST_NOSTR_MODULES, or neither"),
+    }
+}
+
+/// Runs `events.mjs` with `request` on stdin: its stdout, or a panic with
+/// its stderr.
+pub fn run_events_mjs(
+    node: &std::path::Path,
+    modules: &std::path::Path,
+    request: &Value,
+) -> String {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../interop/nostr/events.mjs"
+    );
+    let mut child = Command::new(node)
+        .arg(script)
+        .arg(modules)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {} {script}: {e}", node.display()));
+    let mut stdin = child.stdin.take().expect("piped");
+    stdin
+        .write_all(request.to_string().as_bytes())
+        .expect("events.mjs reads its request");
+    drop(stdin);
+    let output = child.wait_with_output().expect("events.mjs ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "events.mjs failed: {stderr}");
+    String::from_utf8(output.stdout).expect("events.mjs prints UTF-8")
 }

@@ -9,15 +9,13 @@
 //! returns. With them, every failure fails the test.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use herald_nostr::event::kind;
 use herald_nostr::nip98::{self, HttpRequest, MAX_CLOCK_SKEW_SECS};
+use herald_nostr::test_support::{nostr_tools_peer, run_events_mjs};
 use herald_nostr::{Event, NostrError, PublicKey};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -76,37 +74,6 @@ fn now() -> u64 {
         .as_secs()
 }
 
-fn peer() -> Option<(PathBuf, PathBuf)> {
-    let node = std::env::var_os("HERALD_TEST_NODE");
-    let modules = std::env::var_os("HERALD_TEST_NOSTR_MODULES");
-    match (node, modules) {
-        (Some(node), Some(modules)) => Some((node.into(), modules.into())),
-        (None, None) => None,
-        _ => panic!("set both HERALD_TEST_NODE and HERALD_TEST_NOSTR_MODULES, or neither"),
-    }
-}
-
-/// Runs events.mjs with `request` on stdin; its stdout, or a panic with
-/// its stderr.
-fn run_events_mjs(node: &Path, modules: &Path, request: &Value) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop/nostr/events.mjs");
-    let mut child = Command::new(node)
-        .arg(&script)
-        .arg(modules)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {} {}: {e}", node.display(), script.display()));
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(request.to_string().as_bytes()).unwrap();
-    drop(stdin);
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "events.mjs failed: {stderr}");
-    String::from_utf8(output.stdout).unwrap()
-}
-
 /// Each change to a genuine event, and what herald must say of the result.
 fn assert_refuses_tampered_copies(name: &str, json: &str, other_key: &PublicKey) {
     let original: Value = serde_json::from_str(json).unwrap();
@@ -159,7 +126,7 @@ fn assert_refuses_tampered_copies(name: &str, json: &str, other_key: &PublicKey)
 
 #[test]
 fn accepts_what_nostr_tools_signs_and_refuses_it_tampered() {
-    let Some((node, modules)) = peer() else {
+    let Some((node, modules)) = nostr_tools_peer() else {
         println!(
             "skipped: set HERALD_TEST_NODE and HERALD_TEST_NOSTR_MODULES (interop/nostr/setup.sh prints them)"
         );

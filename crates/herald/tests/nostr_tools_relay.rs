@@ -9,12 +9,11 @@
 
 mod support;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use herald_nostr::SecretKey;
+use herald_nostr::test_support::{nostr_tools_peer, run_events_mjs};
 use herald_standins::nostr_relay::NostrRelay;
 use serde_json::{Value, json};
 use support::{Herald, Receiver, data, wait_until, with_relays};
@@ -23,35 +22,9 @@ use support::{Herald, Receiver, data, wait_until, with_relays};
 const SENDER_SECRET: &str = "0303030303030303030303030303030303030303030303030303030303030303";
 const RECIPIENT_SECRET: &str = "0404040404040404040404040404040404040404040404040404040404040404";
 
-fn peer() -> Option<(PathBuf, PathBuf)> {
-    let node = std::env::var_os("HERALD_TEST_NODE");
-    let modules = std::env::var_os("HERALD_TEST_NOSTR_MODULES");
-    match (node, modules) {
-        (Some(node), Some(modules)) => Some((node.into(), modules.into())),
-        (None, None) => None,
-        _ => panic!("set both HERALD_TEST_NODE and HERALD_TEST_NOSTR_MODULES, or neither"),
-    }
-}
-
-/// events.mjs's lines for `request`, or a panic with its stderr.
-fn run_events_mjs(node: &Path, modules: &Path, request: &Value) -> Vec<Value> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop/nostr/events.mjs");
-    let mut child = Command::new(node)
-        .arg(&script)
-        .arg(modules)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {} {}: {e}", node.display(), script.display()));
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(request.to_string().as_bytes()).unwrap();
-    drop(stdin);
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "events.mjs failed: {stderr}");
-    String::from_utf8(output.stdout)
-        .unwrap()
+/// events.mjs's lines for `request`, as JSON.
+fn events(node: &Path, modules: &Path, request: &Value) -> Vec<Value> {
+    run_events_mjs(node, modules, request)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
@@ -59,7 +32,7 @@ fn run_events_mjs(node: &Path, modules: &Path, request: &Value) -> Vec<Value> {
 
 #[tokio::test]
 async fn pushes_what_nostr_tools_signs_through_the_relay_listener() {
-    let Some((node, modules)) = peer() else {
+    let Some((node, modules)) = nostr_tools_peer() else {
         println!(
             "skipped: set HERALD_TEST_NODE and HERALD_TEST_NOSTR_MODULES (interop/nostr/setup.sh prints them)"
         );
@@ -98,7 +71,7 @@ async fn pushes_what_nostr_tools_signs_through_the_relay_listener() {
         "recipientSecretKey": RECIPIENT_SECRET,
         "note": "tabs\t, \"quotes\", \\ \u{2028} \u{e9}\u{1F600} </script> \u{1}",
     });
-    let lines = tokio::task::spawn_blocking(move || run_events_mjs(&node, &modules, &request))
+    let lines = tokio::task::spawn_blocking(move || events(&node, &modules, &request))
         .await
         .unwrap();
     assert_eq!(lines[0]["name"], "keys");

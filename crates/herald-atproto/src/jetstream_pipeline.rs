@@ -48,8 +48,12 @@ use crate::render::{ActorName, notification};
 use crate::rule_state::MemoryState;
 use crate::rules::{Candidate, notifications};
 
-/// The cursor's name in the store.
+/// The cursor's name in the store when the events come from Jetstream.
 pub const SOURCE_NAME: &str = "atproto.jetstream";
+/// The cursor's name in the store when the events come from the firehose:
+/// its cursor is a `seq`, which means nothing to Jetstream, and the other
+/// way round.
+pub const FIREHOSE_SOURCE_NAME: &str = "atproto.firehose";
 /// How often a cursor with no notifications is stored: a crash replays at
 /// most this much more than the source's rewind, and the store sees one
 /// write a second instead of thousands.
@@ -80,6 +84,8 @@ pub struct JetstreamPipeline {
     rates: RecipientRates,
     /// Which wire the events come from: v1 and v2 shape them differently.
     api: JetstreamApi,
+    /// Where the cursor and the kept state are stored.
+    source_name: &'static str,
     updates: Option<mpsc::Receiver<StateUpdate>>,
     /// State changes not yet written; they go with the next cursor.
     to_keep: Vec<StateChange>,
@@ -111,6 +117,7 @@ impl JetstreamPipeline {
             names: Arc::new(NoNames),
             rates: RecipientRates::new(DEFAULT_RATE_LIMIT),
             api: JetstreamApi::V1,
+            source_name: SOURCE_NAME,
             updates: None,
             to_keep: Vec::new(),
             start_cursor: None,
@@ -152,6 +159,13 @@ impl JetstreamPipeline {
     }
 
     /// Reads events as `api` shapes them (v1 unless told).
+    /// Stores the cursor and the kept state under `name` (the default is
+    /// [`SOURCE_NAME`]).
+    pub fn with_source_name(mut self, name: &'static str) -> Self {
+        self.source_name = name;
+        self
+    }
+
     pub fn with_api(mut self, api: JetstreamApi) -> Self {
         self.api = api;
         self
@@ -288,7 +302,7 @@ impl JetstreamPipeline {
         let stored = self
             .fan_out
             .commit_until_stored(
-                SOURCE_NAME,
+                self.source_name,
                 &cursor.to_string(),
                 batch,
                 &self.to_keep,

@@ -34,3 +34,5 @@ pub mod rules;
 pub mod service_auth;
 #[cfg(test)]
 mod test_support;
+pub mod time;
+pub mod ws_source;

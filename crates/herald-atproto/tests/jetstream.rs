@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use herald_atproto::jetstream::{
-    CURSOR_REWIND, JetstreamApi, JetstreamConfig, JetstreamError, JetstreamSource, RawEvent,
-    ReconnectPolicy, StatusHandle,
+    CURSOR_REWIND, JetstreamApi, JetstreamConfig, JetstreamSource, RawEvent, ReconnectPolicy,
+    SinkClosed, StatusHandle,
 };
 use herald_atproto::jetstream_frame::FrameLimits;
 use serde_json::{Value, json};
@@ -224,7 +224,7 @@ struct Running {
     events: mpsc::Receiver<RawEvent>,
     status: StatusHandle,
     stop: watch::Sender<bool>,
-    task: JoinHandle<Result<(), JetstreamError>>,
+    task: JoinHandle<Result<(), SinkClosed>>,
 }
 
 impl Running {
@@ -272,7 +272,7 @@ impl Running {
     async fn stop(
         self,
     ) -> (
-        Result<(), JetstreamError>,
+        Result<(), SinkClosed>,
         StatusHandle,
         mpsc::Receiver<RawEvent>,
     ) {
@@ -626,9 +626,6 @@ async fn ends_with_an_error_when_the_receiver_is_gone() {
     } = Running::start(config(JetstreamApi::V1, &[server.url()]), None, 1);
     drop(events);
     let ended = tokio::time::timeout(PATIENCE, task).await.unwrap().unwrap();
-    assert!(
-        matches!(ended, Err(JetstreamError::SinkClosed)),
-        "{ended:?}"
-    );
+    assert!(matches!(ended, Err(SinkClosed)), "{ended:?}");
     drop(stop);
 }

@@ -127,7 +127,7 @@ pub fn check_url(endpoint: &str, allow_private: bool) -> Result<Url, EndpointErr
 }
 
 /// Names that resolve to this machine or the local network by convention.
-fn is_local_name(name: &str) -> bool {
+pub fn is_local_name(name: &str) -> bool {
     let name = name.trim_end_matches('.').to_ascii_lowercase();
     name == "localhost"
         || name.ends_with(".localhost")

@@ -5,7 +5,8 @@
 //! rule that was broken and never echo the input: keys must not reach the
 //! logs in clear, and hostile text must not reach them at all. The API edge
 //! maps variants to status codes in one place: anything `nip98::verify`
-//! returns is a 401, a bad key in a request body a 400.
+//! returns is a 401, as is a replayed header; a full replay guard is a 503
+//! (herald's limit, not the client's fault); a bad key in a request body a 400.
 
 /// Why a key, an event or an auth header was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,6 +45,19 @@ pub enum NostrError {
     #[error("the event's signature does not verify")]
     BadSignature,
 
+    #[error("a relay URL is {bytes} bytes, over the {max} herald accepts")]
+    RelayUrlTooLong { bytes: usize, max: usize },
+    #[error("a relay URL must be a URL with a host")]
+    RelayUrlMalformed,
+    #[error("a relay URL must be ws:// or wss://")]
+    RelayUrlNotWebSocket,
+    #[error("a relay URL must not carry a user name or password")]
+    RelayUrlCredentials,
+    #[error(
+        "a relay URL names a private address or local host; nostr.allow_private_account_relays permits it"
+    )]
+    RelayUrlPrivate,
+
     #[error("send Authorization: Nostr <base64 of a signed kind 27235 event> (NIP-98)")]
     MissingAuthorization,
     #[error("the Authorization header is {bytes} bytes, over the {max} herald accepts")]
@@ -70,4 +84,12 @@ pub enum NostrError {
     AuthPayloadMissing,
     #[error("the auth event's `payload` tag is not the SHA-256 of this request's body")]
     AuthPayloadMismatch,
+    #[error(
+        "this NIP-98 header was already used: sign a new auth event for each request (a second later at the earliest)"
+    )]
+    AuthReplayed,
+    #[error(
+        "herald remembers {capacity} recent NIP-98 headers, the most it holds; try again in a minute"
+    )]
+    AuthReplayGuardFull { capacity: usize },
 }

@@ -258,6 +258,13 @@ impl Event {
     }
 }
 
+/// Whether a replaceable event `(created_at, id)` replaces the one `held`
+/// (NIP-01): the later `created_at` wins, and on a tie the lowest id, so
+/// every holder keeps the same one whatever order relays serve them in.
+pub fn replaces(new: (u64, &EventId), held: (u64, &EventId)) -> bool {
+    (new.0, std::cmp::Reverse(new.1)) > (held.0, std::cmp::Reverse(held.1))
+}
+
 /// An event signed by `key`: its id computed as `Event::from_json` checks
 /// it, signed with BIP-340. The auxiliary randomness is BIP-340's all-zero
 /// value (k256's `sign_prehash`), which the BIP allows: the nonce still

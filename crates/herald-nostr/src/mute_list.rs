@@ -60,7 +60,7 @@ struct MuteList {
 impl MuteList {
     /// Whether `(created_at, id)` replaces this list (NIP-01).
     fn replaced_by(&self, created_at: u64, id: &EventId) -> bool {
-        (created_at, std::cmp::Reverse(id)) > (self.created_at, std::cmp::Reverse(&self.id))
+        crate::event::replaces((created_at, id), (self.created_at, &self.id))
     }
 }
 

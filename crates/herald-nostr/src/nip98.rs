@@ -17,15 +17,17 @@
 //! compare without regard to case: nostr-tools signs whatever method name
 //! the app passed in, and no two HTTP methods differ only in case.
 //!
-//! A header can be replayed for the same request until it goes stale;
-//! remembering ids would close that and is not done here.
+//! What `verify` checks holds for every copy of a header, so a captured
+//! one could be sent again for the same request until it goes stale: the
+//! caller closes that with a `ReplayGuard` (`replay_guard`), which accepts
+//! each event id once, by the id and time `verify` returns.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_PAD_INDIFFERENT;
 use sha2::{Digest, Sha256};
 
 use crate::error::NostrError;
-use crate::event::{Event, kind};
+use crate::event::{Event, EventId, kind};
 use crate::hex;
 use crate::pubkey::PublicKey;
 
@@ -49,14 +51,25 @@ pub struct HttpRequest<'a> {
     pub body: &'a [u8],
 }
 
+/// A header that names its request and is fresh and genuine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Authorized {
+    /// The key that signed it.
+    pub signer: PublicKey,
+    /// The auth event's id: what a replay guard remembers.
+    pub id: EventId,
+    /// The auth event's `created_at`: with [`MAX_CLOCK_SKEW_SECS`], until
+    /// when the header would pass `verify`.
+    pub created_at: u64,
+}
+
 /// Checks `authorization` (the header's value, if any) for `request` at
-/// unix time `now` (seconds) and returns the key that signed it. Every
-/// error is a 401.
+/// unix time `now` (seconds) and returns who signed it. Every error is a 401.
 pub fn verify(
     authorization: Option<&str>,
     request: &HttpRequest<'_>,
     now: u64,
-) -> Result<PublicKey, NostrError> {
+) -> Result<Authorized, NostrError> {
     let header = authorization.ok_or(NostrError::MissingAuthorization)?;
     if header.len() > MAX_AUTHORIZATION_BYTES {
         return Err(NostrError::AuthorizationTooLarge {
@@ -106,7 +119,11 @@ pub fn verify(
         Some(hash) if hash == hex::encode(&Sha256::digest(request.body)) => {}
         Some(_) => return Err(NostrError::AuthPayloadMismatch),
     }
-    Ok(*event.pubkey())
+    Ok(Authorized {
+        signer: *event.pubkey(),
+        id: *event.id(),
+        created_at: event.created_at(),
+    })
 }
 
 /// The value of the event's one tag named `name`.
@@ -175,7 +192,7 @@ mod tests {
         let alice = TestKey::new("alice");
         let header = authorization(&auth_event(&alice, NOW, &[&["u", URL], &["method", "GET"]]));
         assert_eq!(
-            verify(Some(&header), &get_request(), NOW),
+            verify(Some(&header), &get_request(), NOW).map(|a| a.signer),
             Ok(alice.public_key())
         );
     }
@@ -184,7 +201,7 @@ mod tests {
     fn returns_the_signer_of_a_put_whose_payload_tag_is_the_body_hash() {
         let alice = TestKey::new("alice");
         assert_eq!(
-            verify(Some(&put_header(&alice)), &put_request(), NOW),
+            verify(Some(&put_header(&alice)), &put_request(), NOW).map(|a| a.signer),
             Ok(alice.public_key())
         );
     }
@@ -201,7 +218,7 @@ mod tests {
             format!("Nostr {}", STANDARD_NO_PAD.encode(&json)),
         ] {
             assert_eq!(
-                verify(Some(&header), &get_request(), NOW),
+                verify(Some(&header), &get_request(), NOW).map(|a| a.signer),
                 Ok(alice.public_key()),
                 "{header}"
             );

@@ -41,9 +41,24 @@
 //!   session's `since` values, since nothing of theirs was seen yet.
 //!   Without a key a challenge is logged and ignored, and the refused
 //!   subscriptions stay closed.
-//! - Not yet: each account's own relays (kinds 10050, 10002).
+//! - **Gift wraps only for their recipient.** A relay that serves kind
+//!   1059 only to the authenticated `p` (NIP-17's advice) refuses herald's
+//!   gift-wrap filter with `restricted:`, since herald signs in as itself.
+//!   That batch is asked for again once without gift wraps, so the relay's
+//!   other kinds are still watched; `RelayStatus::gift_wraps_restricted`
+//!   says so. The wraps themselves reach herald only through the
+//!   sender-triggered notify path.
+//! - **Two kinds of relay.** A watched relay (`Watch::Mentions`) is asked
+//!   as above. An index relay (`Watch::OwnLists`) is asked for the keys'
+//!   own lists instead (`authors` = the keys; kinds 10050, 10002 and
+//!   10000), which `account_relays` and `mute_list` keep; with
+//!   `RelayConfig::refresh` it asks again that often, in case a relay
+//!   dropped the subscription without a word. An account's own relay,
+//!   named by someone's list rather than the operator, is reached only at
+//!   the public addresses its name resolves to (`RelayConfig::public_only`).
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -51,6 +66,7 @@ use futures_util::{SinkExt, StreamExt};
 use herald_core::retry::ReconnectPolicy;
 use herald_core::time::now_secs;
 use herald_http::http_client::CONNECT_TIMEOUT;
+use herald_http::public_endpoint::is_public;
 use serde_json::json;
 use serde_json::value::RawValue;
 use tokio::net::TcpStream;
@@ -58,8 +74,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
-use url::Url;
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream, client_async_tls_with_config, connect_async_with_config,
+};
+use url::{Host, Url};
 
 use crate::event::{Event, EventId, MAX_EVENT_JSON_BYTES, kind};
 use crate::nip42;
@@ -108,7 +126,26 @@ const SUBSCRIPTION_PREFIX: &str = "herald-";
 /// asks the client to authenticate first.
 const AUTH_REQUIRED_PREFIX: &str = "auth-required:";
 
+/// NIP-42's prefix of a refusal to a client that authenticated but whose
+/// key may not have what it asked for.
+const RESTRICTED_PREFIX: &str = "restricted:";
+
 type WebSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What one connection asks a relay for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Watch {
+    /// Events of `RelayConfig::kinds` that `p`-tag the keys, and the
+    /// keys' mute lists.
+    #[default]
+    Mentions,
+    /// The keys' own relay lists (kinds 10050, 10002) and mute lists: an
+    /// index relay.
+    OwnLists,
+}
+
+/// The lists an index relay is asked for, by author.
+const OWN_LIST_KINDS: [u16; 3] = [kind::DM_RELAY_LIST, kind::RELAY_LIST, kind::MUTE_LIST];
 
 /// What one connection watches.
 #[derive(Debug, Clone)]
@@ -119,6 +156,23 @@ pub struct RelayConfig {
     pub reconnect: ReconnectPolicy,
     /// herald's own key, answering NIP-42 challenges; `None` ignores them.
     pub auth_key: Option<Arc<SecretKey>>,
+    pub watch: Watch,
+    /// Every subscription is asked for again this often; `None`, only
+    /// when its keys change or the connection is new.
+    pub refresh: Option<Duration>,
+    /// Connect only to public addresses of the host (`public_tcp`): for
+    /// relays named by other people's lists, not the operator.
+    pub public_only: bool,
+}
+
+impl RelayConfig {
+    /// Whether herald asked this relay for events of `kind`.
+    fn asked_for(&self, event_kind: u16) -> bool {
+        match self.watch {
+            Watch::Mentions => self.kinds.contains(&event_kind) || event_kind == kind::MUTE_LIST,
+            Watch::OwnLists => OWN_LIST_KINDS.contains(&event_kind),
+        }
+    }
 }
 
 /// One verified event, as a relay served it.
@@ -145,6 +199,9 @@ pub struct RelayStatus {
     pub closed: u64,
     /// The relay accepted herald's NIP-42 `AUTH` on this connection.
     pub authenticated: bool,
+    /// The relay refused gift wraps (`restricted:`): it serves them only to
+    /// their recipient, so herald watches it for the other kinds alone.
+    pub gift_wraps_restricted: bool,
     pub disconnects: u64,
     pub last_error: Option<String>,
 }
@@ -184,6 +241,10 @@ struct Batch {
     dirty: bool,
     /// The relay closed it until herald authenticates (NIP-42).
     awaiting_auth: bool,
+    /// The relay refused it (`restricted:`) with gift wraps in it, as
+    /// relays that serve kind 1059 only to its recipient do: it is asked
+    /// for without them.
+    without_gift_wraps: bool,
 }
 
 /// The batches of keys this connection subscribes to.
@@ -299,16 +360,23 @@ impl Since {
 }
 
 /// The `REQ` for one batch: the kinds asked for that `p`-tag its keys,
-/// and the keys' mute lists (kind 10000, NIP-51).
-fn request(index: usize, keys: &[PublicKey], kinds: &[u16], since: Since) -> String {
-    let p: Vec<String> = keys.iter().map(PublicKey::to_hex).collect();
+/// and the keys' mute lists (kind 10000, NIP-51); on an index relay, the
+/// keys' own lists.
+fn request(index: usize, batch: &Batch, config: &RelayConfig, since: Since) -> String {
+    let p: Vec<String> = batch.keys.iter().map(PublicKey::to_hex).collect();
+    if config.watch == Watch::OwnLists {
+        // Replaceable: each relay holds the latest of each, whatever its date.
+        let filter = json!({"kinds": OWN_LIST_KINDS, "authors": p});
+        return json!(["REQ", subscription_id(index), filter]).to_string();
+    }
+    let kinds = &config.kinds;
     let others: Vec<u16> = kinds
         .iter()
         .copied()
         .filter(|k| *k != kind::GIFT_WRAP)
         .collect();
     let mut message = vec![json!("REQ"), json!(subscription_id(index))];
-    if kinds.contains(&kind::GIFT_WRAP) {
+    if kinds.contains(&kind::GIFT_WRAP) && !batch.without_gift_wraps {
         message.push(json!({"kinds": [kind::GIFT_WRAP], "#p": p, "since": since.gift_wraps}));
     }
     if !others.is_empty() {
@@ -523,10 +591,19 @@ impl RelayConnection {
         let ws_config = WebSocketConfig::default()
             .max_message_size(Some(MAX_MESSAGE_BYTES))
             .max_frame_size(Some(MAX_MESSAGE_BYTES));
-        let connect = connect_async_with_config(self.config.url.as_str(), Some(ws_config), false);
+        let url = self.config.url.as_str();
+        let connect = async {
+            if self.config.public_only {
+                let tcp = public_tcp(&self.config.url).await?;
+                client_async_tls_with_config(url, tcp, Some(ws_config), None).await
+            } else {
+                connect_async_with_config(url, Some(ws_config), false).await
+            }
+            .map_err(|e| e.to_string())
+        };
         match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
             Err(_) => Err(format!("no connection within {CONNECT_TIMEOUT:?}")),
-            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Err(e)) => Err(e),
             Ok(Ok((ws, _response))) => Ok(ws),
         }
     }
@@ -541,7 +618,6 @@ impl RelayConnection {
 
     /// Sends `REQ` (or `CLOSE`, for an emptied batch) for every changed batch.
     async fn subscribe(&mut self, ws: &mut WebSocket, since: Since) -> Result<(), String> {
-        let kinds = &self.config.kinds;
         let mut open = 0;
         for (index, batch) in self.subscriptions.batches.iter_mut().enumerate() {
             if !batch.keys.is_empty() {
@@ -554,7 +630,7 @@ impl RelayConnection {
             let message = if batch.keys.is_empty() {
                 json!(["CLOSE", subscription_id(index)]).to_string()
             } else {
-                request(index, &batch.keys, kinds, since)
+                request(index, batch, &self.config, since)
             };
             ws.send(Message::text(message))
                 .await
@@ -580,6 +656,7 @@ impl RelayConnection {
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_heard = Instant::now();
         let mut resubscribe_at: Option<Instant> = None;
+        let mut refresh_at = self.config.refresh.map(|every| Instant::now() + every);
         loop {
             let message = tokio::select! {
                 message = ws.next() => message,
@@ -594,6 +671,17 @@ impl RelayConnection {
                 }
                 Ok(()) = changes.changed(), if resubscribe_at.is_none() => {
                     resubscribe_at = Some(Instant::now() + RESUBSCRIBE_DELAY);
+                    continue;
+                }
+                () = sleep_until_some(refresh_at) => {
+                    refresh_at = self.config.refresh.map(|every| Instant::now() + every);
+                    for batch in &mut self.subscriptions.batches {
+                        batch.dirty = !batch.keys.is_empty();
+                    }
+                    let since = Since::at(now_secs(), Some(now_secs()));
+                    if let Err(reason) = self.subscribe(ws, since).await {
+                        return Some(reason);
+                    }
                     continue;
                 }
                 () = sleep_until_some(resubscribe_at) => {
@@ -625,8 +713,7 @@ impl RelayConnection {
             };
             match read_message(&text) {
                 Ok(RelayMessage::Event { batch, event }) => {
-                    if !self.config.kinds.contains(&event.kind()) && event.kind() != kind::MUTE_LIST
-                    {
+                    if !self.config.asked_for(event.kind()) {
                         self.refused("an event of a kind herald did not ask for");
                         continue;
                     }
@@ -641,16 +728,12 @@ impl RelayConnection {
                 }
                 Ok(RelayMessage::EndOfStored(batch)) => self.subscriptions.end_of_stored(batch),
                 Ok(RelayMessage::Closed { batch, reason }) => {
-                    let for_auth = reason.starts_with(AUTH_REQUIRED_PREFIX);
-                    if let Some(b) = self.subscriptions.batches.get_mut(batch) {
-                        b.awaiting_auth = for_auth;
-                    }
-                    if for_auth && self.config.auth_key.is_none() {
-                        tracing::warn!(relay = %self.relay, batch, %reason, "the relay requires NIP-42 AUTH; set nostr.key_file to authenticate");
-                    } else {
-                        tracing::warn!(relay = %self.relay, batch, %reason, "the relay closed a subscription");
-                    }
                     self.status.update(|s| s.closed += 1);
+                    if self.closed(batch, &reason)
+                        && let Err(reason) = self.subscribe(ws, since).await
+                    {
+                        return Some(reason);
+                    }
                 }
                 Ok(RelayMessage::Notice(notice)) => {
                     tracing::info!(relay = %self.relay, %notice, "relay notice");
@@ -697,10 +780,66 @@ impl RelayConnection {
         }
     }
 
+    /// Takes note of the relay closing batch `index`; `true` if it is to
+    /// be asked for again at once: without gift wraps, when the relay
+    /// restricts them to their recipient (NIP-42's `restricted:`).
+    /// `auth-required:` ones wait for the relay to accept herald's `AUTH`.
+    fn closed(&mut self, index: usize, reason: &str) -> bool {
+        let asks_gift_wraps =
+            self.config.watch == Watch::Mentions && self.config.kinds.contains(&kind::GIFT_WRAP);
+        let for_auth = reason.starts_with(AUTH_REQUIRED_PREFIX);
+        let Some(batch) = self.subscriptions.batches.get_mut(index) else {
+            return false;
+        };
+        batch.awaiting_auth = for_auth;
+        if reason.starts_with(RESTRICTED_PREFIX) && asks_gift_wraps && !batch.without_gift_wraps {
+            tracing::warn!(relay = %self.relay, batch = index, %reason, "the relay restricts gift wraps to their recipient; watching it for the other kinds");
+            batch.without_gift_wraps = true;
+            batch.dirty = !batch.keys.is_empty();
+            self.status.update(|s| s.gift_wraps_restricted = true);
+            return batch.dirty;
+        }
+        if for_auth && self.config.auth_key.is_none() {
+            tracing::warn!(relay = %self.relay, batch = index, %reason, "the relay requires NIP-42 AUTH; set nostr.key_file to authenticate");
+        } else {
+            tracing::warn!(relay = %self.relay, batch = index, %reason, "the relay closed a subscription");
+        }
+        false
+    }
+
     fn refused(&self, reason: &str) {
         tracing::debug!(relay = %self.relay, %reason, "refused a relay message");
         self.status.update(|s| s.refused += 1);
     }
+}
+
+/// A TCP connection to `url`'s host at one of its public addresses: the
+/// name is resolved here and only addresses on the public Internet are
+/// tried, so a relay list naming a host that resolves into the operator's
+/// network (at once, or later by DNS rebinding) gets no connection.
+async fn public_tcp(url: &Url) -> Result<TcpStream, String> {
+    let port = url
+        .port_or_known_default()
+        .ok_or("a relay URL without a port")?;
+    let host = match url.host() {
+        Some(Host::Domain(name)) => name.to_owned(),
+        Some(Host::Ipv4(ip)) => ip.to_string(),
+        Some(Host::Ipv6(ip)) => ip.to_string(),
+        None => return Err("a relay URL without a host".into()),
+    };
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .filter(|a| is_public(a.ip()))
+        .collect();
+    let mut last = format!("{host} resolves to no public address");
+    for address in addresses {
+        match TcpStream::connect(address).await {
+            Ok(tcp) => return Ok(tcp),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
 }
 
 /// Sleeps until `deadline`, or forever without one.
@@ -722,6 +861,42 @@ mod tests {
         PublicKey::parse_hex(&format!("{n:064x}")).unwrap()
     }
 
+    fn batch(keys: &[PublicKey]) -> Batch {
+        Batch {
+            keys: keys.to_vec(),
+            ..Batch::default()
+        }
+    }
+
+    fn config(kinds: &[u16]) -> RelayConfig {
+        RelayConfig {
+            url: Url::parse("wss://relay.example").unwrap(),
+            kinds: kinds.to_vec(),
+            reconnect: ReconnectPolicy::default(),
+            auth_key: None,
+            watch: Watch::Mentions,
+            refresh: None,
+            public_only: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_public_only_connection_never_reaches_a_private_address() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        for url in [
+            format!("ws://127.0.0.1:{port}"),
+            format!("ws://localhost:{port}"),
+            format!("ws://[::ffff:127.0.0.1]:{port}"),
+        ] {
+            let url = Url::parse(&url).unwrap();
+            let refused = public_tcp(&url).await.unwrap_err();
+            assert!(refused.contains("no public address"), "{url}: {refused}");
+        }
+        // The same address is reachable when the operator configured it.
+        assert!(TcpStream::connect(("127.0.0.1", port)).await.is_ok());
+    }
+
     #[test]
     fn gift_wraps_are_asked_for_two_days_back_the_rest_from_where_herald_stopped() {
         let now = 1_780_000_000;
@@ -740,8 +915,13 @@ mod tests {
             gift_wraps: 10,
             others: 20,
         };
-        let req: Value =
-            serde_json::from_str(&request(3, &[key(1)], &[4, 1059, 1], since)).unwrap();
+        let req: Value = serde_json::from_str(&request(
+            3,
+            &batch(&[key(1)]),
+            &config(&[4, 1059, 1]),
+            since,
+        ))
+        .unwrap();
         let p = json!([format!("{:064x}", 1)]);
         assert_eq!(
             req,
@@ -750,8 +930,49 @@ mod tests {
                 {"kinds": [4, 1], "#p": p, "since": 20},
                 {"kinds": [10000], "authors": p}])
         );
-        let only_notes: Value = serde_json::from_str(&request(0, &[key(1)], &[1], since)).unwrap();
+        let only_notes: Value =
+            serde_json::from_str(&request(0, &batch(&[key(1)]), &config(&[1]), since)).unwrap();
         assert_eq!(only_notes.as_array().unwrap().len(), 4);
+        let restricted = Batch {
+            without_gift_wraps: true,
+            ..batch(&[key(1)])
+        };
+        let req: Value =
+            serde_json::from_str(&request(3, &restricted, &config(&[4, 1059, 1]), since)).unwrap();
+        assert_eq!(
+            req,
+            json!(["REQ", "herald-3",
+                {"kinds": [4, 1], "#p": p, "since": 20},
+                {"kinds": [10000], "authors": p}]),
+            "asked again without the gift wraps a relay restricts"
+        );
+    }
+
+    #[test]
+    fn an_index_relay_is_asked_for_the_keys_own_lists_and_serves_nothing_else() {
+        let since = Since::at(1_780_000_000, None);
+        let index = RelayConfig {
+            watch: Watch::OwnLists,
+            ..config(&[4, 1059])
+        };
+        let req: Value =
+            serde_json::from_str(&request(0, &batch(&[key(1)]), &index, since)).unwrap();
+        let p = json!([format!("{:064x}", 1)]);
+        assert_eq!(
+            req,
+            json!(["REQ", "herald-0", {"kinds": [10050, 10002, 10000], "authors": p}])
+        );
+        assert!(index.asked_for(kind::DM_RELAY_LIST) && index.asked_for(kind::MUTE_LIST));
+        assert!(
+            !index.asked_for(kind::GIFT_WRAP),
+            "no events on an index relay"
+        );
+        let watched = config(&[4, 1059]);
+        assert!(watched.asked_for(kind::GIFT_WRAP) && watched.asked_for(kind::MUTE_LIST));
+        assert!(
+            !watched.asked_for(kind::RELAY_LIST),
+            "lists come from index relays"
+        );
     }
 
     #[test]

@@ -18,6 +18,9 @@
 //!   again on every subscription, and the newest one wins whatever the
 //!   seen-set remembers. A recipient is not told of an event by someone
 //!   their list mutes.
+//! - **So are relay lists.** A registered key's kind 10050 or 10002 (from
+//!   the index relays) updates `account_relays`, which `relay_set` watches
+//!   to open the account's own relays; kept in the store the same way.
 //! - **Rate before pushing.** Reactions, reposts and zaps beyond a
 //!   recipient's limit (`herald_core::rate`, [`DEFAULT_RATE_LIMIT`]) are
 //!   counted and not pushed; history and muted events take no token.
@@ -42,6 +45,7 @@ use herald_core::time::now_secs;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::account_relays::{AccountRelays, RelayLimits};
 use crate::event::kind;
 use crate::mute_list::MuteLists;
 use crate::pubkey::PublicKey;
@@ -84,6 +88,8 @@ pub struct PipelineStats {
     pub rate_limited: AtomicU64,
     /// Mute lists taken (newer than the one held).
     pub mute_lists: AtomicU64,
+    /// Relay lists (kinds 10050, 10002) taken.
+    pub relay_lists: AtomicU64,
     pub notifications: AtomicU64,
     pub store_retries: AtomicU64,
 }
@@ -101,6 +107,7 @@ struct Policy {
     apps: Vec<AppRules>,
     seen: SeenSet,
     mutes: MuteLists,
+    relay_lists: Arc<AccountRelays>,
     rates: KeyedBuckets<PublicKey>,
     stats: Arc<PipelineStats>,
 }
@@ -120,6 +127,7 @@ impl RelayPipeline {
                 apps: vec![AppRules::every_app(rules::DEFAULT_KINDS)],
                 seen,
                 mutes,
+                relay_lists: Arc::new(AccountRelays::new(RelayLimits::default())),
                 rates: KeyedBuckets::new(DEFAULT_RATE_LIMIT),
                 stats: Arc::default(),
             },
@@ -130,6 +138,13 @@ impl RelayPipeline {
     /// Tells each app's devices of the kinds it chose, as it chose.
     pub fn with_apps(mut self, apps: Vec<AppRules>) -> Self {
         self.policy.apps = apps;
+        self
+    }
+
+    /// Keeps the registered keys' relay lists in `lists` (restored by the
+    /// caller, which shares them with the `relay_set`).
+    pub fn with_account_relays(mut self, lists: Arc<AccountRelays>) -> Self {
+        self.policy.relay_lists = lists;
         self
     }
 
@@ -234,6 +249,13 @@ impl Policy {
             }
             return Vec::new();
         }
+        if AccountRelays::is_list(event.kind()) {
+            // Kept only for registered keys: a stranger's list costs nothing.
+            if self.index.contains(event.pubkey()) && self.relay_lists.update(event) {
+                self.stats.relay_lists.fetch_add(1, Ordering::Relaxed);
+            }
+            return Vec::new();
+        }
         if !self.seen.mark(*event.id(), now_secs) {
             self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
             return Vec::new();
@@ -278,6 +300,7 @@ impl Policy {
         self.seen.sweep(now);
         let mut changes = self.seen.take_changes();
         changes.extend(self.mutes.take_changes());
+        changes.extend(self.relay_lists.take_changes());
         changes
     }
 }
@@ -300,6 +323,7 @@ mod tests {
             apps: vec![AppRules::every_app(rules::DEFAULT_KINDS)],
             seen: SeenSet::default(),
             mutes: MuteLists::default(),
+            relay_lists: Arc::new(AccountRelays::new(RelayLimits::default())),
             rates: KeyedBuckets::new(limit),
             stats: Arc::default(),
         }
@@ -349,6 +373,29 @@ mod tests {
         let list = arrival(&mallory, NOW, kind::MUTE_LIST, &[&["p", &bob.pubkey_hex()]]);
         handle(&mut policy, &list);
         assert!(policy.mutes.is_empty());
+    }
+
+    #[test]
+    fn relay_lists_of_registered_keys_are_kept_as_state_and_strangers_are_ignored() {
+        let (bob, mallory) = (TestKey::new("bob"), TestKey::new("mallory"));
+        let mut policy = policy(&[&bob], DEFAULT_RATE_LIMIT);
+        let inbox: &[&[&str]] = &[&["relay", "wss://inbox.example"]];
+        let bobs = arrival(&bob, NOW, kind::DM_RELAY_LIST, inbox);
+        assert_eq!(handle(&mut policy, &bobs), 0);
+        assert_eq!(handle(&mut policy, &bobs), 0, "served again");
+        let strangers = arrival(
+            &mallory,
+            NOW,
+            kind::RELAY_LIST,
+            &[&["r", "wss://evil.example"]],
+        );
+        assert_eq!(handle(&mut policy, &strangers), 0);
+        assert_eq!(policy.stats.relay_lists.load(Ordering::Relaxed), 1);
+        assert_eq!(policy.relay_lists.len(), 1, "only Bob's");
+        assert_eq!(policy.seen.len(), 0, "a list is state, not an event");
+        let changes = policy.changes(NOW);
+        let key = format!("relays.10050.{}", bob.pubkey_hex());
+        assert!(changes.iter().any(|c| c.key == key), "{changes:?}");
     }
 
     #[test]

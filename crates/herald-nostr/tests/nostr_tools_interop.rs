@@ -1,7 +1,8 @@
 //! herald against nostr-tools: events and NIP-98 headers made by an
 //! implementation nobody here wrote (npm `nostr-tools`, driven by
 //! `interop/nostr/events.mjs`). herald must accept every one, read its
-//! keys and tags as nostr-tools wrote them, and refuse tampered copies.
+//! keys and tags as nostr-tools wrote them, and refuse tampered copies
+//! and a NIP-98 header's second use.
 //!
 //! Runs when `HERALD_TEST_NODE` names a Node binary (20.19 or later) and
 //! `HERALD_TEST_NOSTR_MODULES` the directory `interop/nostr/setup.sh`
@@ -15,6 +16,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use herald_nostr::event::kind;
 use herald_nostr::nip98::{self, HttpRequest, MAX_CLOCK_SKEW_SECS};
+use herald_nostr::replay_guard::ReplayGuard;
 use herald_nostr::test_support::{nostr_tools_peer, run_events_mjs};
 use herald_nostr::{Event, NostrError, PublicKey};
 use serde::Deserialize;
@@ -252,13 +254,23 @@ fn check_auth_header(auth: &Line<'_>, sender: &PublicKey, received: u64) {
     assert!(created_at.abs_diff(received) <= CLOCK_SLACK_SECS, "{what}");
 
     assert_eq!(
-        nip98::verify(Some(header), &request, created_at),
+        nip98::verify(Some(header), &request, created_at).map(|a| a.signer),
         Ok(*sender),
+        "{what}"
+    );
+    // Once per header: a second use within its window is a replay.
+    let guard = ReplayGuard::default();
+    let accepted = nip98::verify(Some(header), &request, created_at).unwrap();
+    assert_eq!(guard.admit(&accepted, created_at), Ok(*sender), "{what}");
+    let again = nip98::verify(Some(header), &request, created_at + 1).unwrap();
+    assert_eq!(
+        guard.admit(&again, created_at + 1),
+        Err(NostrError::AuthReplayed),
         "{what}"
     );
     let latest = created_at + MAX_CLOCK_SKEW_SECS;
     assert_eq!(
-        nip98::verify(Some(header), &request, latest),
+        nip98::verify(Some(header), &request, latest).map(|a| a.signer),
         Ok(*sender),
         "{what}"
     );

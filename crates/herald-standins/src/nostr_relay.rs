@@ -24,6 +24,13 @@
 //!   relay's URL (a trailing `/` aside) and a `created_at` within
 //!   [`AUTH_MAX_AGE_SECS`]. The answer is `OK` true, or false with the
 //!   reason.
+//! - `start_serving_gift_wraps_to_recipient_only` makes it a DM inbox relay
+//!   as NIP-17 advises (and as nostr-relay-builder's `auth_dm` is): the
+//!   challenge comes at once, anything but gift wraps is served to anyone,
+//!   and a filter asking for kind 1059 is served only to the client
+//!   authenticated as the one key its `#p` names. Otherwise the `REQ` is
+//!   answered `CLOSED` with `auth-required:` before `AUTH` and
+//!   `restricted:` after it, NIP-42's two prefixes for those cases.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -49,6 +56,17 @@ pub const AUTH_MAX_AGE_SECS: u64 = 600;
 /// NIP-42's kind for a client's `AUTH` event.
 const CLIENT_AUTH_KIND: u64 = 22242;
 
+/// NIP-59's gift wrap.
+const GIFT_WRAP_KIND: u64 = 1059;
+
+/// Whom the relay serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Anyone,
+    Authenticated,
+    GiftWrapsToRecipient,
+}
+
 #[derive(Default)]
 struct State {
     events: Vec<Value>,
@@ -69,15 +87,20 @@ pub struct NostrRelay {
 impl NostrRelay {
     /// A relay that serves anyone.
     pub async fn start() -> Self {
-        Self::start_with(false).await
+        Self::start_with(Access::Anyone).await
     }
 
     /// A relay that serves only clients that authenticated (NIP-42).
     pub async fn start_requiring_auth() -> Self {
-        Self::start_with(true).await
+        Self::start_with(Access::Authenticated).await
     }
 
-    async fn start_with(require_auth: bool) -> Self {
+    /// A relay that serves gift wraps only to their authenticated recipient.
+    pub async fn start_serving_gift_wraps_to_recipient_only() -> Self {
+        Self::start_with(Access::GiftWrapsToRecipient).await
+    }
+
+    async fn start_with(access: Access) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local address");
         let state = Arc::new(Mutex::new(State::default()));
@@ -87,7 +110,7 @@ impl NostrRelay {
         let url = format!("ws://{addr}");
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let auth = require_auth.then(|| Auth::new(&url));
+                let auth = (access != Access::Anyone).then(|| Auth::new(&url, access));
                 tokio::spawn(serve(
                     stream,
                     Arc::clone(&s),
@@ -140,17 +163,46 @@ impl NostrRelay {
 struct Auth {
     relay_url: String,
     challenge: String,
+    access: Access,
     /// The client's accepted pubkey.
     pubkey: Option<String>,
 }
 
 impl Auth {
-    fn new(relay_url: &str) -> Self {
+    fn new(relay_url: &str, access: Access) -> Self {
         let challenge: [u8; 16] = rand::rng().random();
         Self {
             relay_url: relay_url.to_owned(),
             challenge: challenge.iter().map(|b| format!("{b:02x}")).collect(),
+            access,
             pubkey: None,
+        }
+    }
+
+    /// Why this connection may not have what `filters` ask for, as the
+    /// `CLOSED` reason; `None` when it may.
+    fn refusal(&self, filters: &[Value]) -> Option<&'static str> {
+        match (self.access, &self.pubkey) {
+            (Access::Anyone, _) => None,
+            (Access::Authenticated, Some(_)) => None,
+            (Access::Authenticated, None) => {
+                Some("auth-required: this relay serves authenticated clients")
+            }
+            (Access::GiftWrapsToRecipient, pubkey) => {
+                let asks_wraps = |f: &&Value| {
+                    f["kinds"]
+                        .as_array()
+                        .is_some_and(|k| k.contains(&json!(GIFT_WRAP_KIND)))
+                };
+                let own = |f: &&Value| pubkey.as_ref().is_some_and(|me| f["#p"] == json!([me]));
+                match filters.iter().filter(asks_wraps).find(|f| !own(f)) {
+                    None => None,
+                    Some(_) if pubkey.is_none() => {
+                        Some("auth-required: we can't serve DMs to unauthenticated users")
+                    }
+                    Some(_) => Some("restricted: we only serve gift wraps to their recipient"),
+                }
+            }
         }
     }
 
@@ -285,7 +337,9 @@ fn handle(
     let Ok(Value::Array(message)) = serde_json::from_str::<Value>(text) else {
         return vec![json!(["NOTICE", "invalid: not a JSON array"]).to_string()];
     };
-    let unauthenticated = auth.as_ref().is_some_and(|a| a.pubkey.is_none());
+    let refusal = auth
+        .as_ref()
+        .and_then(|a| a.refusal(message.get(2..).unwrap_or_default()));
     match (
         message.first().and_then(Value::as_str),
         message.get(1).and_then(Value::as_str),
@@ -304,21 +358,14 @@ fn handle(
             }
             _ => vec![json!(["NOTICE", "invalid: no AUTH expected"]).to_string()],
         },
-        (Some("REQ"), Some(id)) if unauthenticated => {
+        (Some("REQ"), Some(id)) if refusal.is_some() => {
             state
                 .lock()
                 .unwrap()
                 .requests
                 .push(Value::Array(message.clone()));
             subscriptions.remove(id);
-            vec![
-                json!([
-                    "CLOSED",
-                    id,
-                    "auth-required: this relay serves authenticated clients"
-                ])
-                .to_string(),
-            ]
+            vec![json!(["CLOSED", id, refusal]).to_string()]
         }
         (Some("REQ"), Some(id)) => {
             let filters: Vec<Value> = message[2..].to_vec();
@@ -390,6 +437,34 @@ mod tests {
 
     fn event(kind: u64, created_at: u64, p: &str) -> Value {
         json!({"id": "00", "pubkey": "aa", "kind": kind, "created_at": created_at, "tags": [["p", p]], "content": "", "sig": ""})
+    }
+
+    #[test]
+    fn gift_wraps_are_served_only_to_the_authenticated_recipient() {
+        let mut auth = Auth::new("ws://127.0.0.1:1", Access::GiftWrapsToRecipient);
+        let wraps_for = |p: &str| json!({"kinds": [4, 1059], "#p": [p]});
+        let dms = json!({"kinds": [4], "#p": ["bob", "carol"]});
+        assert_eq!(auth.refusal(std::slice::from_ref(&dms)), None);
+        assert!(
+            auth.refusal(&[wraps_for("bob")])
+                .unwrap()
+                .starts_with("auth-required:")
+        );
+        auth.pubkey = Some("bob".into());
+        assert_eq!(auth.refusal(&[wraps_for("bob"), dms]), None);
+        assert!(
+            auth.refusal(&[wraps_for("carol")])
+                .unwrap()
+                .starts_with("restricted:")
+        );
+        let both = json!({"kinds": [1059], "#p": ["bob", "carol"]});
+        assert!(auth.refusal(&[both]).unwrap().starts_with("restricted:"));
+        let unfiltered = json!({"kinds": [1059]});
+        assert!(
+            auth.refusal(&[unfiltered])
+                .unwrap()
+                .starts_with("restricted:")
+        );
     }
 
     #[test]

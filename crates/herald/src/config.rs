@@ -16,6 +16,7 @@ use herald_core::dispatcher::DispatcherConfig;
 use herald_core::model::{AppId, Transport};
 use herald_core::rate::RateLimit;
 use herald_core::retry::RetryPolicy;
+use herald_nostr::relay::RelayConfig;
 use herald_nostr::rules::AppRules;
 use herald_push::apns::ApnsConfig;
 use herald_push::expo::ExpoConfig;
@@ -384,6 +385,20 @@ pub struct NostrConfig {
     /// herald's own secret key (64 hex digits, `herald keys nostr`), with
     /// which it answers relays' NIP-42 `AUTH` challenges; unset, it ignores them.
     pub key_file: Option<PathBuf>,
+    /// Relays asked for the registered keys' relay lists (kinds 10050 and
+    /// 10002), whose relays herald then watches for those keys; empty,
+    /// only `relays` are watched.
+    pub index_relays: Vec<String>,
+    /// An account's own relays watched at most.
+    pub relays_per_account: usize,
+    /// Account relays watched at most, all accounts together.
+    pub max_account_relays: usize,
+    /// Account relays on loopback or private addresses are watched too:
+    /// for relays on the operator's own network, and tests.
+    pub allow_private_account_relays: bool,
+    /// How often the index relays are asked for the lists again, besides
+    /// at every registration and reconnection.
+    pub relay_lists_refresh_secs: u64,
 }
 
 impl Default for NostrConfig {
@@ -394,6 +409,11 @@ impl Default for NostrConfig {
             kinds: Vec::new(),
             rate_limit: herald_nostr::relay_pipeline::DEFAULT_RATE_LIMIT.into(),
             key_file: None,
+            index_relays: Vec::new(),
+            relays_per_account: herald_nostr::account_relays::DEFAULT_RELAYS_PER_ACCOUNT,
+            max_account_relays: herald_nostr::account_relays::DEFAULT_MAX_ACCOUNT_RELAYS,
+            allow_private_account_relays: false,
+            relay_lists_refresh_secs: DEFAULT_RELAY_LISTS_REFRESH.as_secs(),
         }
     }
 }
@@ -419,29 +439,57 @@ impl NostrConfig {
     pub fn relay_configs(
         &self,
         apps: &BTreeMap<String, AppConfig>,
-    ) -> Result<Vec<herald_nostr::relay::RelayConfig>, ConfigError> {
-        let auth_key = self.key()?.map(std::sync::Arc::new);
-        let kinds = self.watched_kinds(apps);
+    ) -> Result<Vec<RelayConfig>, ConfigError> {
+        let template = self.account_relay_template(apps)?;
         self.relays
             .iter()
-            .map(|text| {
-                let url = url::Url::parse(text)
-                    .ok()
-                    .filter(|u| matches!(u.scheme(), "ws" | "wss"))
-                    .ok_or_else(|| {
-                        invalid(
-                            "nostr.relays",
-                            format!("{text:?} is not a ws:// or wss:// URL"),
-                        )
-                    })?;
-                Ok(herald_nostr::relay::RelayConfig {
-                    url,
-                    kinds: kinds.clone(),
-                    reconnect: herald_core::retry::ReconnectPolicy::default(),
-                    auth_key: auth_key.clone(),
-                })
-            })
+            .map(|text| relay_config("nostr.relays", text, &template))
             .collect()
+    }
+
+    /// The index relays' connections: each asked for the registered keys'
+    /// own lists, again every `relay_lists_refresh_secs`.
+    pub fn index_relay_configs(
+        &self,
+        apps: &BTreeMap<String, AppConfig>,
+    ) -> Result<Vec<RelayConfig>, ConfigError> {
+        let template = RelayConfig {
+            watch: herald_nostr::relay::Watch::OwnLists,
+            refresh: Some(Duration::from_secs(self.relay_lists_refresh_secs)),
+            ..self.account_relay_template(apps)?
+        };
+        self.index_relays
+            .iter()
+            .map(|text| relay_config("nostr.index_relays", text, &template))
+            .collect()
+    }
+
+    /// What every watched relay's connection shares: the kinds, the
+    /// reconnect policy, herald's key; each takes its own URL.
+    pub fn account_relay_template(
+        &self,
+        apps: &BTreeMap<String, AppConfig>,
+    ) -> Result<RelayConfig, ConfigError> {
+        Ok(RelayConfig {
+            // Never connected to: every connection sets its own.
+            url: url::Url::parse("wss://relay.invalid").expect("a valid URL"),
+            kinds: self.watched_kinds(apps),
+            reconnect: herald_core::retry::ReconnectPolicy::default(),
+            auth_key: self.key()?.map(std::sync::Arc::new),
+            watch: herald_nostr::relay::Watch::Mentions,
+            refresh: None,
+            // Accounts' relays are named by anyone's list.
+            public_only: !self.allow_private_account_relays,
+        })
+    }
+
+    /// The bounds on the accounts' own relays.
+    pub fn account_relay_limits(&self) -> herald_nostr::account_relays::RelayLimits {
+        herald_nostr::account_relays::RelayLimits {
+            per_account: self.relays_per_account,
+            total: self.max_account_relays,
+            allow_private: self.allow_private_account_relays,
+        }
     }
 
     /// What the relay rules tell each app's devices, in the apps' order.
@@ -493,7 +541,26 @@ impl NostrConfig {
 
     /// Every kind named, in `[nostr]` and in the apps' tables, is one the
     /// rules push for: a typo would otherwise subscribe to nothing useful.
+    /// The account relays' bounds are at least 1 and the lists are not
+    /// asked for more than once a minute.
     fn validate(&self, apps: &BTreeMap<String, AppConfig>) -> Result<(), ConfigError> {
+        for (setting, value) in [
+            ("nostr.relays_per_account", self.relays_per_account),
+            ("nostr.max_account_relays", self.max_account_relays),
+        ] {
+            if value == 0 {
+                return Err(invalid(
+                    setting,
+                    "must be at least 1; leave index_relays empty to watch no account relays",
+                ));
+            }
+        }
+        if self.relay_lists_refresh_secs < MIN_RELAY_LISTS_REFRESH.as_secs() {
+            return Err(invalid(
+                "nostr.relay_lists_refresh_secs",
+                format!("must be at least {}", MIN_RELAY_LISTS_REFRESH.as_secs()),
+            ));
+        }
         let known = herald_nostr::rules::DEFAULT_KINDS;
         let named = std::iter::once(("nostr.kinds".to_owned(), &self.kinds)).chain(
             apps.iter().filter_map(|(id, app)| {
@@ -529,6 +596,31 @@ impl NostrConfig {
         }
         Ok(Some(text.trim_end_matches('/').to_owned()))
     }
+}
+
+/// How often the index relays are asked for the relay lists again: lists
+/// change seldom, and a new registration is asked for at once anyway.
+pub const DEFAULT_RELAY_LISTS_REFRESH: Duration = Duration::from_secs(6 * 60 * 60);
+
+/// The shortest refresh allowed: more often only loads the index relays.
+const MIN_RELAY_LISTS_REFRESH: Duration = Duration::from_secs(60);
+
+/// `text` as a relay connection's URL, with `template`'s other settings.
+fn relay_config(
+    setting: &str,
+    text: &str,
+    template: &RelayConfig,
+) -> Result<RelayConfig, ConfigError> {
+    let url = url::Url::parse(text)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "ws" | "wss"))
+        .ok_or_else(|| invalid(setting, format!("{text:?} is not a ws:// or wss:// URL")))?;
+    Ok(RelayConfig {
+        url,
+        // The operator's choice, whatever the address.
+        public_only: false,
+        ..template.clone()
+    })
 }
 
 /// Who may register through a Nostr registration API.
@@ -773,6 +865,7 @@ impl Config {
         self.nostr.public_url()?;
         self.nostr.validate(&self.apps)?;
         self.nostr.relay_configs(&self.apps)?;
+        self.nostr.index_relay_configs(&self.apps)?;
         self.sigil_api.validate(&self.nostr, &self.apps)?;
         let d = &self.delivery;
         if d.max_attempts == 0 {
@@ -1189,6 +1282,63 @@ mod tests {
         let f = file("[nostr]\nkinds = [0]\n");
         let err = Config::load(Some(f.path()), env(&[])).unwrap_err();
         assert!(err.to_string().contains("nostr.kinds"), "{err}");
+    }
+
+    #[test]
+    fn index_relays_ask_for_the_lists_and_the_account_relay_bounds_are_checked() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert!(
+            c.nostr.index_relay_configs(&c.apps).unwrap().is_empty(),
+            "off by default"
+        );
+        assert_eq!(c.nostr.account_relay_limits(), Default::default());
+        let f = file(
+            "[nostr]\nindex_relays = [\"wss://index.example\"]\nrelays_per_account = 3\n\
+             allow_private_account_relays = true\nrelay_lists_refresh_secs = 3600\n",
+        );
+        let c = Config::load(
+            Some(f.path()),
+            env(&[("HERALD_NOSTR__MAX_ACCOUNT_RELAYS", "7")]),
+        )
+        .unwrap();
+        let index = c.nostr.index_relay_configs(&c.apps).unwrap();
+        assert_eq!(index[0].url.as_str(), "wss://index.example/");
+        assert_eq!(index[0].watch, herald_nostr::relay::Watch::OwnLists);
+        assert_eq!(index[0].refresh, Some(Duration::from_secs(3600)));
+        assert!(
+            !index[0].public_only,
+            "configured relays are the operator's choice"
+        );
+        assert!(!c.nostr.account_relay_template(&c.apps).unwrap().public_only);
+        let strict = Config::load(None, env(&[])).unwrap();
+        assert!(
+            strict
+                .nostr
+                .account_relay_template(&strict.apps)
+                .unwrap()
+                .public_only
+        );
+        let limits = c.nostr.account_relay_limits();
+        assert_eq!(
+            (limits.per_account, limits.total, limits.allow_private),
+            (3, 7, true)
+        );
+        for (text, setting) in [
+            (
+                "index_relays = [\"https://index.example\"]",
+                "nostr.index_relays",
+            ),
+            ("relays_per_account = 0", "nostr.relays_per_account"),
+            ("max_account_relays = 0", "nostr.max_account_relays"),
+            (
+                "relay_lists_refresh_secs = 5",
+                "nostr.relay_lists_refresh_secs",
+            ),
+        ] {
+            let f = file(&format!("[nostr]\n{text}\n"));
+            let err = Config::load(Some(f.path()), env(&[])).unwrap_err();
+            assert!(err.to_string().contains(setting), "{text}: {err}");
+        }
     }
 
     #[test]

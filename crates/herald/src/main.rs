@@ -224,6 +224,20 @@ fn config_check(config: &Config) -> ExitCode {
         Some(url) => println!("Nostr API: enabled, NIP-98 checked against {url}"),
         None => println!("Nostr API: disabled (no nostr.public_url)"),
     }
+    let nostr = &config.nostr;
+    match nostr.index_relays.len() {
+        0 => println!(
+            "Nostr relays: {} configured; accounts' own relays off (no nostr.index_relays)",
+            nostr.relays.len()
+        ),
+        n => println!(
+            "Nostr relays: {} configured; accounts' own relays from {n} index relays, \
+             at most {} per account and {} in all",
+            nostr.relays.len(),
+            nostr.relays_per_account,
+            nostr.max_account_relays
+        ),
+    }
     match &config.sigil_api.app_id {
         Some(app) => println!(
             "Sigil API: enabled for app {app}, auth {}",

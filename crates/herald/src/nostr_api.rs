@@ -13,6 +13,9 @@
 //!   as above, or `open`, as Sigil proposes it, for apps that cannot sign.
 //!   Open registration is what Mostro does too (its trade keys are
 //!   ephemeral); the operator chooses it knowingly.
+//! - A NIP-98 header is good for one request (`ReplayGuard`): a copy sent
+//!   again within its 60 s is refused, so a captured header cannot
+//!   re-register a device its owner removed.
 //! - Removing needs the same proof as registering. With a signer, only the
 //!   signer's own device goes; in open mode, knowing the token is the
 //!   proof, as it is for Sigil's proposal. The Sigil answer is the same
@@ -26,6 +29,7 @@
 use herald_core::StoreError;
 use herald_core::model::{Account, AppId, Device, NewDevice, Platform, Transport};
 use herald_core::store::Store;
+use herald_nostr::replay_guard::ReplayGuard;
 use herald_nostr::rules::KINDS_OPTION;
 use herald_nostr::{NostrError, PublicKey};
 use serde::Deserialize;
@@ -121,6 +125,8 @@ pub struct NostrApi {
     /// query. The native API is on only when it is known.
     public_url: Option<String>,
     sigil: Option<SigilApi>,
+    /// The NIP-98 headers accepted lately: each is good for one request.
+    replay: ReplayGuard,
 }
 
 impl NostrApi {
@@ -136,6 +142,7 @@ impl NostrApi {
                 .public_url()
                 .expect("nostr.public_url is checked when the configuration loads"),
             sigil,
+            replay: ReplayGuard::default(),
         }
     }
 
@@ -154,8 +161,9 @@ impl NostrApi {
             .is_some_and(|s| s.auth == NostrAuth::Nip98)
     }
 
-    /// The key that signed the request's NIP-98 header. `path_and_query`
-    /// is the request's as received, appended to the public URL.
+    /// The key that signed the request's NIP-98 header, if the header was
+    /// not used before. `path_and_query` is the request's as received,
+    /// appended to the public URL.
     pub fn signer(
         &self,
         authorization: Option<&str>,
@@ -174,6 +182,7 @@ impl NostrApi {
             body,
         };
         herald_nostr::nip98::verify(authorization, &request, now_secs)
+            .and_then(|auth| self.replay.admit(&auth, now_secs))
             .map_err(NostrApiError::Unauthorized)
     }
 

@@ -42,6 +42,29 @@ fn config_check_reports_each_app_and_transport() {
 }
 
 #[test]
+fn config_check_says_whether_the_accounts_own_relays_are_watched() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "");
+    let text = stdout(&herald(dir.path(), &["config", "check"]));
+    assert!(
+        text.contains("Nostr relays: 0 configured; accounts' own relays off"),
+        "{text}"
+    );
+    let nostr =
+        "[nostr]\nrelays = [\"wss://a.example\"]\nindex_relays = [\"wss://index.example\"]\n";
+    let config = format!("{}{nostr}", config_toml(dir.path(), free_port()));
+    std::fs::write(dir.path().join("herald.toml"), config).unwrap();
+    let text = stdout(&herald(dir.path(), &["config", "check"]));
+    assert!(
+        text.contains(
+            "Nostr relays: 1 configured; accounts' own relays from 1 index relays, \
+             at most 5 per account and 100 in all"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
 fn configuration_errors_exit_2_and_name_the_setting() {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), "listn = \"x\"");

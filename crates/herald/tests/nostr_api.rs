@@ -6,6 +6,8 @@
 
 mod support;
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -113,6 +115,22 @@ async fn send(
     (status, json)
 }
 
+/// A signing time not used before in this process, within the last 50
+/// seconds: each request signed anew, as an app signs it. Two identical
+/// requests signed in the same second are one event, which herald
+/// accepts once.
+fn fresh_time() -> u64 {
+    static USED: Mutex<BTreeSet<u64>> = Mutex::new(BTreeSet::new());
+    let mut used = USED.lock().unwrap();
+    let now = now();
+    let time = (now - 50..=now)
+        .rev()
+        .find(|t| !used.contains(t))
+        .expect("fewer than 50 signed requests a second");
+    used.insert(time);
+    time
+}
+
 /// `body` as JSON, signed by `key` for exactly this request.
 async fn signed(
     herald: &Herald,
@@ -123,7 +141,7 @@ async fn signed(
 ) -> (u16, Value) {
     let bytes = body.to_string().into_bytes();
     let header = key.header(
-        now(),
+        fresh_time(),
         method.as_str(),
         &format!("{PUBLIC_URL}{path}"),
         &bytes,
@@ -386,6 +404,67 @@ async fn refuses_headers_for_another_url_method_body_or_time_with_401() {
 }
 
 #[tokio::test]
+async fn a_nip98_header_is_good_for_one_request_and_a_replay_is_refused_with_401() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let herald = Herald::start_edited(dir.path(), nostr(&sigil("nip98"))).await;
+    let alice = TestKey::new("alice");
+    let token = receiver.endpoint("alice");
+    let json = Some("application/json");
+    let replays = [
+        (reqwest::Method::PUT, DEVICES, device(&alice, &token)),
+        (reqwest::Method::DELETE, DEVICES, removal(&alice, &token)),
+        (
+            reqwest::Method::POST,
+            "/register",
+            json!({"npub": alice.hex(), "device_token": token, "platform": "android"}),
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/unregister",
+            json!({"device_token": token}),
+        ),
+    ];
+    let mut captured = Vec::new();
+    for (method, path, body) in replays {
+        let bytes = body.to_string().into_bytes();
+        let url = format!("{PUBLIC_URL}{path}");
+        let header = alice.header(fresh_time(), method.as_str(), &url, &bytes);
+        captured.push((header.clone(), bytes.clone()));
+        let first = send(&herald, method.clone(), path, Some(&header), json, &bytes).await;
+        assert!(first.0 < 300, "{method} {path}: {}", first.1);
+        let again = send(&herald, method.clone(), path, Some(&header), json, &bytes).await;
+        assert_error(&again, 401, "unauthorized");
+        let message = again.1["message"].as_str().unwrap();
+        assert!(
+            message.contains("already used"),
+            "{method} {path}: {message}"
+        );
+    }
+    // Each was registered and removed once; the captured registration,
+    // sent again after the removal, does not bring the device back.
+    assert!(stored(&herald).await.is_empty());
+    let (header, bytes) = &captured[0];
+    let put = reqwest::Method::PUT;
+    let replay = send(&herald, put, DEVICES, Some(header), json, bytes).await;
+    assert_error(&replay, 401, "unauthorized");
+    assert!(stored(&herald).await.is_empty());
+    let reply = signed(
+        &herald,
+        &alice,
+        reqwest::Method::PUT,
+        DEVICES,
+        &device(&alice, &token),
+    )
+    .await;
+    assert_eq!(
+        reply.0, 201,
+        "a header signed anew is accepted: {}",
+        reply.1
+    );
+}
+
+#[tokio::test]
 async fn malformed_oversized_and_hostile_bodies_get_json_errors_and_store_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start().await;
@@ -583,6 +662,174 @@ async fn sigil_registration_is_open_when_the_app_says_so() {
     .await;
     assert_error(&reply, 400, "invalid_json");
     assert!(stored(&herald).await.is_empty());
+}
+
+/// One request to a Sigil route and the answer README's table promises:
+/// `{"success":true}` with `status`, or an error with `status` and `code`.
+struct Case {
+    name: &'static str,
+    method: reqwest::Method,
+    path: &'static str,
+    content_type: &'static str,
+    body: String,
+    status: u16,
+    code: Option<&'static str>,
+}
+
+fn case(
+    name: &'static str,
+    path: &'static str,
+    body: String,
+    status: u16,
+    code: Option<&'static str>,
+) -> Case {
+    let method = if path == "/register" {
+        reqwest::Method::POST
+    } else {
+        reqwest::Method::DELETE
+    };
+    Case {
+        name,
+        method,
+        path,
+        content_type: "application/json",
+        body,
+        status,
+        code,
+    }
+}
+
+/// The answers README's Sigil table promises, one request each, in order
+/// (open mode; the NIP-98 answers are pinned by the tests above and below).
+#[tokio::test]
+async fn sigil_routes_answer_each_case_with_the_documented_status_and_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let herald = Herald::start_edited(dir.path(), nostr(&sigil("open"))).await;
+    let token = receiver.endpoint("sigil");
+    let register = |npub: &str, token: &str, platform: &str| {
+        json!({"npub": npub, "device_token": token, "platform": platform}).to_string()
+    };
+    let removal = |token: &str| json!({"device_token": token}).to_string();
+    let huge = "x".repeat(9 * 1024);
+    let apns_token = "ab".repeat(32);
+    let cases = [
+        case(
+            "created",
+            "/register",
+            register(NIP19_NPUB, &token, "android"),
+            200,
+            None,
+        ),
+        case(
+            "updated",
+            "/register",
+            register(NIP19_HEX, &token, "android"),
+            200,
+            None,
+        ),
+        case(
+            "bad npub",
+            "/register",
+            register("npub1nope", &token, "android"),
+            400,
+            Some("invalid_request"),
+        ),
+        case(
+            "bad platform",
+            "/register",
+            register(NIP19_NPUB, &token, "amiga"),
+            400,
+            Some("invalid_request"),
+        ),
+        case(
+            "no usable transport",
+            "/register",
+            register(NIP19_NPUB, &apns_token, "ios"),
+            400,
+            Some("transport_unavailable"),
+        ),
+        case(
+            "missing field",
+            "/register",
+            json!({"npub": NIP19_NPUB}).to_string(),
+            400,
+            Some("invalid_request"),
+        ),
+        case(
+            "malformed JSON",
+            "/register",
+            "{".into(),
+            400,
+            Some("invalid_json"),
+        ),
+        Case {
+            content_type: "text/plain",
+            ..case(
+                "not JSON",
+                "/register",
+                register(NIP19_NPUB, &token, "android"),
+                415,
+                Some("unsupported_media_type"),
+            )
+        },
+        case(
+            "oversized body",
+            "/register",
+            register(NIP19_NPUB, &huge, "android"),
+            413,
+            Some("payload_too_large"),
+        ),
+        case(
+            "unknown token",
+            "/unregister",
+            removal("https://push.example.net/never"),
+            200,
+            None,
+        ),
+        case(
+            "malformed JSON",
+            "/unregister",
+            "{".into(),
+            400,
+            Some("invalid_json"),
+        ),
+        case(
+            "missing field",
+            "/unregister",
+            "{}".into(),
+            400,
+            Some("invalid_request"),
+        ),
+        case(
+            "oversized body",
+            "/unregister",
+            removal(&huge),
+            413,
+            Some("payload_too_large"),
+        ),
+        case("known token", "/unregister", removal(&token), 200, None),
+    ];
+    for c in cases {
+        let reply = send(
+            &herald,
+            c.method.clone(),
+            c.path,
+            None,
+            Some(c.content_type),
+            c.body.as_bytes(),
+        )
+        .await;
+        let what = format!("{} {} {}: {}", c.method, c.path, c.name, reply.1);
+        match c.code {
+            None => assert_eq!(reply, (c.status, json!({"success": true})), "{what}"),
+            Some(code) => assert_error(&reply, c.status, code),
+        }
+        // One device from the first request on (updated, never doubled,
+        // untouched by refusals), until its token is unregistered.
+        let expected = usize::from(c.name != "known token");
+        assert_eq!(stored(&herald).await.len(), expected, "{what}");
+    }
 }
 
 #[tokio::test]

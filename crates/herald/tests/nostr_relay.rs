@@ -1,7 +1,9 @@
 //! The Nostr relay source end to end through the real binary: two local
 //! relays that apply NIP-01 filters (`since` included) to stored and live
 //! events, a `nostr:` account registered through the admin API, and the
-//! pushes at a UnifiedPush receiver.
+//! pushes at a UnifiedPush receiver. Also a relay that serves gift wraps
+//! only to their authenticated recipient: herald watches it for the other
+//! kinds, and Mostro's sender-triggered `/api/notify` wakes the recipient.
 
 mod support;
 
@@ -371,4 +373,68 @@ async fn a_muted_authors_events_are_not_pushed_before_or_after_a_restart_and_rea
     .await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(receiver.arrivals("bob").len(), 4, "nothing from Mallory");
+}
+
+#[tokio::test]
+async fn a_relay_serving_gift_wraps_only_to_their_recipient_is_watched_for_the_rest_and_notify_still_wakes()
+ {
+    let relay = NostrRelay::start_serving_gift_wraps_to_recipient_only().await;
+    let receiver = Receiver::start().await;
+    let (alice, trade) = (TestKey::new("alice"), TestKey::new("trade key"));
+    let herald_key = TestKey::new("herald's own key");
+    let trade_hex = trade.pubkey_hex();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("nostr.key");
+    std::fs::write(&key_file, herald_key.secret_key().to_hex()).unwrap();
+    let herald = Herald::start_edited(dir.path(), |c| {
+        let c = format!("{c}\n[mostro_api]\napp_id = \"{}\"\n", support::APP);
+        format!("{}key_file = {key_file:?}\n", with_relays(c, &[&relay]))
+    })
+    .await;
+    // Mostro Mobile registers its trade key, as it does for every trade.
+    let body = json!({"trade_pubkey": trade_hex, "token": receiver.endpoint("phone"), "platform": "android"});
+    let reply = reqwest::Client::new()
+        .post(format!("{}/api/register", herald.base))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+
+    // auth-required, then (as herald) restricted, then asked without wraps.
+    wait_until("herald asks again without gift wraps", || async {
+        relay.requests().iter().any(|req| {
+            let filters = &req.as_array().unwrap()[2..];
+            filters
+                .iter()
+                .any(|f| f["kinds"] == json!([4, 1, 7, 6, 16, 9735]))
+                && !filters.iter().any(|f| f["kinds"] == json!([1059]))
+        })
+    })
+    .await;
+    assert_eq!(relay.authenticated(), [herald_key.pubkey_hex()]);
+    let health = herald.health().await["nostr"]["relays"]["relays"][0].clone();
+    assert_eq!(health["gift_wraps_restricted"], true, "{health}");
+    assert_eq!(health["authenticated"], true, "{health}");
+
+    // The wrap for the trade key is invisible to herald; a DM is not.
+    let wrap_key = TestKey::new("one-time wrap key");
+    relay.publish(wrap_key.sign(now() - 3_600, 1059, &[&["p", &trade_hex]], "sealed"));
+    let dm = alice.sign(now(), 4, &[&["p", &trade_hex]], "hi?iv=x");
+    relay.publish(dm.clone());
+    let pushed = receiver.wait_for("phone", 1, |_| true).await;
+    assert_eq!(data(&pushed[0])["eventId"], dm["id"]);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(receiver.arrivals("phone").len(), 1, "no push for the wrap");
+
+    // The sender's app wakes the recipient instead (Mostro's /api/notify).
+    let reply = reqwest::Client::new()
+        .post(format!("{}/api/notify", herald.base))
+        .json(&json!({"trade_pubkey": trade_hex}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 202);
+    let woken = receiver.wait_for("phone", 2, |_| true).await;
+    assert_eq!(data(&woken[1])["type"], "chat_wake", "{}", woken[1].body);
 }

@@ -23,7 +23,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post, put};
 use herald_core::time::now_ms;
-use herald_nostr::PublicKey;
+use herald_nostr::{NostrError, PublicKey};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -206,6 +206,9 @@ async fn sigil_unregister(
 impl From<NostrApiError> for ApiError {
     fn from(e: NostrApiError) -> Self {
         match e {
+            NostrApiError::Unauthorized(NostrError::AuthReplayGuardFull { .. }) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string())
+            }
             NostrApiError::Unauthorized(_) => {
                 ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
             }

@@ -626,7 +626,7 @@ fn read_v2(json: &[u8]) -> Result<Received, String> {
 /// An RFC 3339 time (`2026-05-25T14:23:29.132431Z`, or with an offset) as
 /// microseconds since the Unix epoch; `None` if it is not one or is before
 /// 1970. Digits past the microsecond are dropped.
-fn unix_micros(text: &str) -> Option<u64> {
+pub(crate) fn unix_micros(text: &str) -> Option<u64> {
     let bytes = text.as_bytes();
     let digits = |range: std::ops::Range<usize>| -> Option<i64> {
         let part = bytes.get(range)?;

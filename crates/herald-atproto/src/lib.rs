@@ -11,13 +11,15 @@
 //! its dictionary-compressed frames under size caps (§7, §8).
 //! `actor_names` keeps the actors' display names and handles for the
 //! pushes' text, read from their DID documents and, through `pds`, from
-//! their own PDS.
+//! their own PDS. `firehose` decodes and verifies the relay's
+//! `subscribeRepos` frames and turns them into Jetstream events (§9).
 
 pub mod actor_names;
 pub mod at_uri;
 pub mod block_backfill;
 pub mod block_graph;
 pub mod did;
+pub mod firehose;
 pub mod jetstream;
 pub mod jetstream_event;
 pub mod jetstream_frame;
@@ -32,7 +34,7 @@ pub mod resolver;
 pub mod rule_state;
 pub mod rules;
 pub mod service_auth;
-#[cfg(test)]
-mod test_support;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 pub mod time;
 pub mod ws_source;

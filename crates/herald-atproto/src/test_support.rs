@@ -2,6 +2,8 @@
 //! builders for crafted events. Crafted events are JSON text run through the
 //! real parser, so every test exercises the path live events take.
 
+pub mod firehose;
+
 use serde_json::{Value, json};
 
 use crate::at_uri::AtUri;

@@ -5,6 +5,7 @@ mod atproto;
 #[cfg(feature = "bench")]
 mod bench;
 mod config;
+mod decode_frames;
 mod gorush_api;
 mod jetstream;
 mod metrics;
@@ -102,6 +103,13 @@ enum AtprotoAction {
         #[arg(long = "register", value_name = "DID", required = true)]
         registered: Vec<String>,
     },
+    /// Print recorded firehose (subscribeRepos) frames as Jetstream v1 events,
+    /// one JSON line each; bad frames are reported on stderr and skipped.
+    DecodeFrames {
+        /// Frames as `[u32 little-endian length][frame]`; `-` reads standard input.
+        #[arg(value_name = "FILE")]
+        input: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -148,6 +156,9 @@ async fn run(command: Command, config: Config) -> ExitCode {
         Command::Atproto {
             action: AtprotoAction::Replay { input, registered },
         } => atproto_replay(&input, &registered),
+        Command::Atproto {
+            action: AtprotoAction::DecodeFrames { input },
+        } => atproto_decode_frames(&input),
         Command::Keys {
             kind: KeyKind::Vapid { out },
         } => vapid_keys(&out),
@@ -323,6 +334,31 @@ fn atproto_replay(input: &std::path::Path, registered: &[String]) -> ExitCode {
         }
         Err(e) => {
             eprintln!("herald: replay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn atproto_decode_frames(input: &std::path::Path) -> ExitCode {
+    let reader: Box<dyn std::io::Read> = if input.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        match std::fs::File::open(input) {
+            Ok(f) => Box::new(std::io::BufReader::new(f)),
+            Err(e) => return fail(&format!("cannot read {}", input.display()), e),
+        }
+    };
+    let out = std::io::BufWriter::new(std::io::stdout().lock());
+    match decode_frames::decode_frames(reader, out, std::io::stderr().lock()) {
+        Ok(summary) => {
+            eprintln!(
+                "herald: {} frames, {} skipped, {} events",
+                summary.frames, summary.skipped, summary.events
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("herald: decode-frames: {e}");
             ExitCode::FAILURE
         }
     }

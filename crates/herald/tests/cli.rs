@@ -398,3 +398,92 @@ fn atproto_replay_reads_stdin_reports_bad_lines_and_refuses_bad_dids() {
         "{out:?}"
     );
 }
+
+/// The golden fixture's commits, each as the signed `#commit` frame a relay
+/// would send, stamped with the event's `time_us`, recorded as
+/// `[u32 LE length][frame]`.
+fn golden_commit_recording() -> (Vec<u8>, Vec<String>) {
+    use herald_atproto::test_support::firehose::{RepoKey, rfc3339, signed_commit};
+    let mut recording = Vec::new();
+    let mut lines = Vec::new();
+    for line in std::fs::read_to_string(GOLDEN).unwrap().lines() {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        let commit = &event["commit"];
+        if commit.is_null() {
+            continue;
+        }
+        let op = (
+            commit["operation"].as_str().unwrap(),
+            commit["collection"].as_str().unwrap(),
+            commit["rkey"].as_str().unwrap(),
+            commit.get("record").cloned(),
+        );
+        let frame = signed_commit(
+            &RepoKey::k256(1),
+            event["did"].as_str().unwrap(),
+            commit["rev"].as_str().unwrap(),
+            &[op],
+        )
+        .frame(1, &rfc3339(event["time_us"].as_u64().unwrap()));
+        recording.extend((frame.len() as u32).to_le_bytes());
+        recording.extend(frame);
+        lines.push(line.to_owned());
+    }
+    (recording, lines)
+}
+
+#[test]
+fn atproto_decode_frames_prints_what_jetstream_sent_for_the_same_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (recording, golden) = golden_commit_recording();
+    let file = dir.path().join("frames.bin");
+    std::fs::write(&file, &recording).unwrap();
+    let out = herald_command()
+        .args(["atproto", "decode-frames"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // Byte for byte: our DAG-CBOR of each record has the CID the real PDS
+    // computed, and the JSON is written as Jetstream writes it.
+    assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), golden);
+    let summary = format!("{0} frames, 0 skipped, {0} events", golden.len());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&summary),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn atproto_decode_frames_reads_stdin_and_skips_bad_frames() {
+    use std::io::Write;
+    let (mut recording, golden) = golden_commit_recording();
+    let mut input = 3u32.to_le_bytes().to_vec();
+    input.extend([0xa1, 0x61, 0x74]);
+    input.append(&mut recording);
+    let mut child = herald_command()
+        .args(["atproto", "decode-frames", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout(&out).lines().count(), golden.len());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("frame 0: DAG-CBOR: "), "{err}");
+    let summary = format!(
+        "{} frames, 1 skipped, {} events",
+        golden.len() + 1,
+        golden.len()
+    );
+    assert!(err.contains(&summary), "{err}");
+
+    let missing = herald_command()
+        .args(["atproto", "decode-frames", "/nonexistent/frames.bin"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success(), "{missing:?}");
+}

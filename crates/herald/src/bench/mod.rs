@@ -6,6 +6,7 @@
 
 mod apns;
 mod deliver;
+mod firehose;
 mod jetstream;
 mod nostr;
 mod process;
@@ -32,6 +33,8 @@ pub enum Scenario {
     Jetstream(jetstream::Args),
     /// Nostr events per second through id and signature checks, rules and the SQLite queue.
     Nostr(nostr::Args),
+    /// Firehose frames per second through decoding, commit verification and Jetstream events.
+    Firehose(firehose::Args),
 }
 
 pub async fn run(scenario: Scenario) -> ExitCode {
@@ -41,6 +44,7 @@ pub async fn run(scenario: Scenario) -> ExitCode {
         Scenario::Apns(args) => ("apns", args.json, apns::run(args).await),
         Scenario::Jetstream(args) => ("jetstream", args.json, jetstream::run(args).await),
         Scenario::Nostr(args) => ("nostr", args.json, nostr::run(args).await),
+        Scenario::Firehose(args) => ("firehose", args.json, firehose::run(args).await),
     };
     match result {
         Ok(report) => {

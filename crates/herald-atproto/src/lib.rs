@@ -20,6 +20,7 @@ pub mod block_backfill;
 pub mod block_graph;
 pub mod did;
 pub mod firehose;
+pub mod firehose_source;
 pub mod jetstream;
 pub mod jetstream_event;
 pub mod jetstream_frame;

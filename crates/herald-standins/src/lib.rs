@@ -9,6 +9,7 @@
 pub mod apns;
 pub mod expo;
 pub mod fcm;
+pub mod firehose;
 pub mod jetstream;
 pub mod nostr_relay;
 pub mod pds;

@@ -86,12 +86,20 @@ impl Backend {
                     2,
                     include_str!("../migrations/sqlite/0002_source_state.sql"),
                 ),
+                (
+                    3,
+                    include_str!("../migrations/sqlite/0003_moved_device_trigger.sql"),
+                ),
             ],
             Backend::Postgres => &[
                 (1, include_str!("../migrations/postgres/0001_init.sql")),
                 (
                     2,
                     include_str!("../migrations/postgres/0002_source_state.sql"),
+                ),
+                (
+                    3,
+                    include_str!("../migrations/postgres/0003_moved_device_trigger.sql"),
                 ),
             ],
         }

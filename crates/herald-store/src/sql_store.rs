@@ -167,7 +167,8 @@ impl Store for SqlStore {
         now: UnixMillis,
     ) -> Result<Device, StoreError> {
         let _writing = self.writing().await;
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        // One statement: the trigger of migration 3 drops what was queued
+        // for the account a token moved away from, inside this upsert.
         let sql = concat!(
             "INSERT INTO devices (account, app_id, platform, transport, token, options, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
@@ -185,18 +186,9 @@ impl Store for SqlStore {
             .bind(device.token.as_str())
             .bind(to_json(&device.options)?)
             .bind(now)
-            .fetch_one(&mut *tx)
+            .fetch_one(&self.pool)
             .await
             .map_err(map_err)?;
-        // A token that moved to another account must not receive what was
-        // queued for the previous one (a shared phone changing users).
-        sqlx::query("DELETE FROM deliveries WHERE device_id = $1 AND account <> $2")
-            .bind(stored.id)
-            .bind(device.account.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
         Ok(stored)
     }
 

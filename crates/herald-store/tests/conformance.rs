@@ -207,7 +207,7 @@ async fn claim_all(store: &SqlStore, transport: Transport, now: i64) -> Vec<hera
 
 async fn migrations_are_recorded_and_idempotent(h: &Harness) {
     let store = &h.store;
-    assert_eq!(store.schema_version().await.unwrap(), Some(2));
+    assert_eq!(store.schema_version().await.unwrap(), Some(3));
     store.ping().await.unwrap();
 }
 

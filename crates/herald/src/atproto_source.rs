@@ -1,8 +1,10 @@
-//! Running the AT Protocol source inside `serve`: the Jetstream reader and
-//! the pipeline behind it, started lazily and stopped in order.
+//! Running the AT Protocol source inside `serve`: the Jetstream or firehose
+//! reader (`[atproto] source`) and the pipeline behind it, started lazily
+//! and stopped in order. The firehose's frames pass a verifying stage on
+//! their way to the same pipeline.
 //!
-//! Lazy: nothing connects to Jetstream until some AT Protocol account has a
-//! device, because with no recipient every event would be read for nothing.
+//! Lazy: nothing connects to the network until some AT Protocol account has
+//! a device, because with no recipient every event would be read for nothing.
 //! The source resumes from the cursor stored with the last deliveries it
 //! produced. On shutdown the reader stops first, then the pipeline stores
 //! the cursor of the last event it handled, before the store closes.
@@ -15,8 +17,13 @@ use std::time::Duration;
 
 use herald_atproto::actor_names::{ActorNames, ActorNamesConfig, PdsNames};
 use herald_atproto::block_backfill::{self, BackfillQueue, BackfillStats};
-use herald_atproto::jetstream::{JetstreamSource, StatusHandle};
-use herald_atproto::jetstream_pipeline::{JetstreamPipeline, PipelineStats, SOURCE_NAME};
+use herald_atproto::firehose::CommitVerifier;
+use herald_atproto::firehose_source::{FirehoseSource, FirehoseVerifier, VerifyStats};
+use herald_atproto::jetstream::{JetstreamSource, RawEvent, StatusHandle};
+use herald_atproto::jetstream_pipeline::{
+    FIREHOSE_SOURCE_NAME, JetstreamPipeline, PipelineStats, SOURCE_NAME,
+};
+use herald_atproto::service_auth::KeyResolver;
 use herald_core::store::Store;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
@@ -27,19 +34,31 @@ use crate::server::AppState;
 /// write, small enough that back-pressure reaches the socket quickly.
 pub(crate) const EVENTS_IN_FLIGHT: usize = 4096;
 
+/// Decoded firehose frames waiting for verification: a commit whose key is
+/// being resolved holds the ones behind it, and the socket waits when full.
+const FRAMES_IN_FLIGHT: usize = 1024;
+
 /// Block records read from PDSes waiting for the pipeline; the backfill
 /// waits when it is full.
 const BACKFILL_IN_FLIGHT: usize = 1024;
 
 /// The running source's figures, for `/health`.
-pub struct JetstreamHealth {
+pub struct SourceHealth {
+    /// "jetstream" or "firehose": the key in `/health` and the metrics' label.
+    pub name: &'static str,
     status: StatusHandle,
+    /// The firehose's verification counts, when it verifies.
+    verify: Option<Arc<VerifyStats>>,
     stats: Arc<PipelineStats>,
     backfill: Arc<BackfillStats>,
     backfill_queue: Arc<BackfillQueue>,
 }
 
-impl JetstreamHealth {
+impl SourceHealth {
+    pub fn verify_stats(&self) -> Option<&VerifyStats> {
+        self.verify.as_deref()
+    }
+
     pub fn figures(&self) -> crate::metrics::SourceFigures {
         let s = self.status.snapshot();
         let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
@@ -73,6 +92,10 @@ impl JetstreamHealth {
                 "abandoned": count(&self.backfill.abandoned),
             },
             "notifications": count(&self.stats.notifications),
+            "verification": self.verify.as_ref().map(|v| json!({
+                "commits_verified": v.verified(),
+                "rejected": v.rejected().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+            })),
             "frames_refused": s.frames_refused,
             "disconnects": s.disconnects,
             "last_error": s.last_error,
@@ -80,34 +103,112 @@ impl JetstreamHealth {
     }
 }
 
+/// Which reader feeds the pipeline.
+enum Reader {
+    Jetstream(JetstreamSource),
+    Firehose(FirehoseSource, FirehoseVerifier),
+}
+
+impl Reader {
+    fn status(&self) -> StatusHandle {
+        match self {
+            Reader::Jetstream(source) => source.status(),
+            Reader::Firehose(source, _) => source.status(),
+        }
+    }
+
+    fn verify_stats(&self) -> Option<Arc<VerifyStats>> {
+        match self {
+            Reader::Jetstream(_) => None,
+            Reader::Firehose(_, verifier) => Some(verifier.stats()),
+        }
+    }
+
+    /// Reads until `stop`, handing Jetstream events to `events`.
+    async fn run(self, events: mpsc::Sender<RawEvent>, stop: watch::Receiver<bool>) {
+        let ended = match self {
+            Reader::Jetstream(source) => source.run(events, stop).await,
+            Reader::Firehose(source, verifier) => {
+                let (frames_tx, frames_rx) = mpsc::channel(FRAMES_IN_FLIGHT);
+                let verifying = tokio::spawn(verifier.run(frames_rx, events));
+                let ended = source.run(frames_tx, stop).await;
+                let _ = verifying.await;
+                ended
+            }
+        };
+        if let Err(e) = ended {
+            tracing::warn!(error = %e, "AT Protocol source ended");
+        }
+    }
+}
+
+/// What the configuration asks for: the reader, the cursor's name and the
+/// replay window; `None` when no source is to run.
+fn configured(
+    runtime: &crate::runtime::Runtime,
+    atproto: &crate::atproto::AtprotoService,
+    cursor: Option<u64>,
+) -> Option<Result<(Reader, &'static str, Duration), String>> {
+    let settings = &runtime.config.atproto;
+    if let Some(config) = runtime.jetstream_config.clone() {
+        let age = Duration::from_secs(settings.jetstream.max_event_age_secs);
+        return Some(
+            JetstreamSource::new(config, cursor)
+                .map(|source| (Reader::Jetstream(source), SOURCE_NAME, age))
+                .map_err(|e| e.to_string()),
+        );
+    }
+    let config = runtime.firehose_config.clone()?;
+    let age = Duration::from_secs(settings.firehose.max_event_age_secs);
+    let verifier = settings
+        .firehose
+        .verify
+        .then(|| CommitVerifier::new(Arc::clone(&atproto.resolver) as Arc<dyn KeyResolver>));
+    Some(
+        FirehoseSource::new(config, cursor)
+            .map(|source| {
+                let reader = Reader::Firehose(source, FirehoseVerifier::new(verifier));
+                (reader, FIREHOSE_SOURCE_NAME, age)
+            })
+            .map_err(|e| e.to_string()),
+    )
+}
+
 /// Runs the source until `stop`; returns at once when it is switched off.
 pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     let runtime = &state.runtime;
-    let (Some(config), Some(atproto)) = (runtime.jetstream_config.clone(), &runtime.atproto) else {
+    let Some(atproto) = &runtime.atproto else {
         return;
     };
+    if runtime.jetstream_config.is_none() && runtime.firehose_config.is_none() {
+        return;
+    }
     tokio::select! {
         () = runtime.recipients.wait_for_someone() => {}
         _ = stop.wait_for(|s| *s) => return,
     }
-    let cursor = match runtime.store.cursor(SOURCE_NAME).await {
+    let source_name = if runtime.jetstream_config.is_some() {
+        SOURCE_NAME
+    } else {
+        FIREHOSE_SOURCE_NAME
+    };
+    let cursor = match runtime.store.cursor(source_name).await {
         Ok(cursor) => cursor.and_then(|c| c.parse::<u64>().ok()),
         Err(e) => {
             // The pipeline would fail the same way; better to say so and
             // start from the live tip than to push nothing at all.
-            tracing::error!(error = %e, "cannot read the Jetstream cursor; starting at the live tip");
+            tracing::error!(error = %e, "cannot read the source's cursor; starting at the live tip");
             None
         }
     };
-    let api = config.api;
-    let source = match JetstreamSource::new(config, cursor) {
-        Ok(source) => source,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the Jetstream source");
+    let (reader, source_name, max_event_age) = match configured(runtime, atproto, cursor) {
+        Some(Ok(configured)) => configured,
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "cannot start the AT Protocol source");
             return;
         }
+        None => return,
     };
-    let max_event_age = Duration::from_secs(runtime.config.atproto.jetstream.max_event_age_secs);
     let mut pipeline = JetstreamPipeline::new(
         Arc::clone(&runtime.recipients),
         runtime.fan_out.clone(),
@@ -117,10 +218,11 @@ pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
         ActorNamesConfig::default(),
         Arc::new(PdsNames::new(Arc::clone(&atproto.resolver))),
     )))
-    .with_rate_limit(runtime.config.atproto.rate_limit.limit());
+    .with_rate_limit(runtime.config.atproto.rate_limit.limit())
+    .with_source_name(source_name);
     // The blocks kept in the store; past blocks are read only for the
     // accounts registered before this start whose reading was not kept.
-    let kept = match runtime.store.source_state(SOURCE_NAME).await {
+    let kept = match runtime.store.source_state(source_name).await {
         Ok(kept) => kept,
         Err(e) => {
             tracing::error!(error = %e, "cannot read the kept blocks; reading every account's again");
@@ -138,18 +240,25 @@ pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
         runtime.backfill.push(did);
     }
     let (updates_tx, updates_rx) = mpsc::channel(BACKFILL_IN_FLIGHT);
-    let pipeline = pipeline
-        .with_api(api)
-        .with_state_updates(updates_rx)
-        .starting_at(cursor);
+    if let Some(config) = &runtime.jetstream_config {
+        pipeline = pipeline.with_api(config.api);
+    }
+    let pipeline = pipeline.with_state_updates(updates_rx).starting_at(cursor);
     let backfill_stats = Arc::new(BackfillStats::default());
-    let _ = runtime.jetstream_health.set(JetstreamHealth {
-        status: source.status(),
+    let name = if source_name == SOURCE_NAME {
+        "jetstream"
+    } else {
+        "firehose"
+    };
+    let _ = runtime.source_health.set(SourceHealth {
+        name,
+        status: reader.status(),
+        verify: reader.verify_stats(),
         stats: pipeline.stats(),
         backfill: Arc::clone(&backfill_stats),
         backfill_queue: Arc::clone(&runtime.backfill),
     });
-    tracing::info!(?cursor, "Jetstream source starting");
+    tracing::info!(source = name, ?cursor, "AT Protocol source starting");
     let backfill = tokio::spawn(block_backfill::run(
         Arc::clone(&runtime.backfill),
         Arc::clone(&atproto.resolver),
@@ -158,10 +267,8 @@ pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
         stop.clone(),
     ));
     let (events_tx, events_rx) = mpsc::channel(EVENTS_IN_FLIGHT);
-    let reader = tokio::spawn(source.run(events_tx, stop.clone()));
+    let reader = tokio::spawn(reader.run(events_tx, stop.clone()));
     pipeline.run(events_rx, stop).await;
-    if let Ok(Err(e)) = reader.await {
-        tracing::warn!(error = %e, "Jetstream source ended");
-    }
+    let _ = reader.await;
     let _ = backfill.await;
 }

@@ -134,8 +134,13 @@ pub struct AtprotoConfig {
     pub allow_high_s: bool,
     /// How long a resolved DID document is trusted.
     pub did_cache_secs: u64,
-    /// `[atproto.jetstream]`: where herald reads the network from.
+    /// Where herald reads the network from: `jetstream` (the default) or
+    /// `firehose` (`com.atproto.sync.subscribeRepos`, signed and verified).
+    pub source: NetworkSource,
+    /// `[atproto.jetstream]`: the Jetstream source's settings.
     pub jetstream: JetstreamSettings,
+    /// `[atproto.firehose]`: the firehose source's settings.
+    pub firehose: FirehoseSettings,
     /// `[atproto.rate_limit]`: likes, reposts and follows one account is pushed.
     pub rate_limit: RateLimitSettings,
 }
@@ -213,23 +218,7 @@ impl JetstreamSettings {
             "v2" => JetstreamApi::V2,
             other => return Err(format!("atproto.jetstream.api: {other:?} is not v1 or v2")),
         };
-        if self.urls.is_empty() {
-            return Err(
-                "atproto.jetstream.urls: give at least one URL, or set enabled = false".into(),
-            );
-        }
-        let urls = self
-            .urls
-            .iter()
-            .map(|u| {
-                url::Url::parse(u)
-                    .ok()
-                    .filter(|p| matches!(p.scheme(), "ws" | "wss"))
-                    .ok_or_else(|| {
-                        format!("atproto.jetstream.urls: {u:?} is not a ws:// or wss:// URL")
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let urls = websocket_urls("atproto.jetstream.urls", &self.urls)?;
         let collections = herald_atproto::jetstream_event::RULE_COLLECTIONS
             .iter()
             .map(|c| (*c).to_owned())
@@ -238,6 +227,67 @@ impl JetstreamSettings {
         config.compress = self.compress;
         Ok(config)
     }
+}
+
+/// `[atproto] source`: which stream of the network the rules read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkSource {
+    /// A Jetstream server: JSON, compact, but unsigned.
+    #[default]
+    Jetstream,
+    /// A relay's or a PDS's firehose: every commit signed by its repo.
+    Firehose,
+}
+
+/// `[atproto.firehose]`: the firehose source, run instead of Jetstream when
+/// `[atproto] source = "firehose"`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FirehoseSettings {
+    /// Base URLs of relays or PDSes (`wss://…`), failed over in order.
+    pub urls: Vec<String>,
+    /// Check every commit's signature, repo, rev and record CIDs. Switch
+    /// off only for a relay or PDS you run and trust.
+    pub verify: bool,
+    /// Events older than this push nothing (a long outage replays silently).
+    pub max_event_age_secs: u64,
+}
+
+impl Default for FirehoseSettings {
+    fn default() -> Self {
+        Self {
+            // Bluesky's relay (atproto.md §9).
+            urls: vec!["wss://bsky.network".into()],
+            verify: true,
+            max_event_age_secs: herald_atproto::jetstream_pipeline::DEFAULT_MAX_EVENT_AGE.as_secs(),
+        }
+    }
+}
+
+impl FirehoseSettings {
+    /// The source's configuration; an error names the bad setting.
+    pub fn source_config(&self) -> Result<herald_atproto::firehose_source::FirehoseConfig, String> {
+        Ok(herald_atproto::firehose_source::FirehoseConfig {
+            urls: websocket_urls("atproto.firehose.urls", &self.urls)?,
+            reconnect: Default::default(),
+        })
+    }
+}
+
+/// Parses a list of ws:// or wss:// URLs; an error names the setting.
+fn websocket_urls(setting: &str, urls: &[String]) -> Result<Vec<url::Url>, String> {
+    if urls.is_empty() {
+        return Err(format!("{setting}: give at least one URL"));
+    }
+    urls.iter()
+        .map(|u| {
+            url::Url::parse(u)
+                .ok()
+                .filter(|p| matches!(p.scheme(), "ws" | "wss"))
+                .ok_or_else(|| format!("{setting}: {u:?} is not a ws:// or wss:// URL"))
+        })
+        .collect()
 }
 
 impl Default for AtprotoConfig {
@@ -251,7 +301,9 @@ impl Default for AtprotoConfig {
             max_token_lifetime_secs: herald_atproto::service_auth::DEFAULT_MAX_LIFETIME.as_secs(),
             allow_high_s: false,
             did_cache_secs: 60 * 60,
+            source: NetworkSource::default(),
             jetstream: JetstreamSettings::default(),
+            firehose: FirehoseSettings::default(),
             rate_limit: herald_atproto::recipient_rate::DEFAULT_RATE_LIMIT.into(),
         }
     }

@@ -2,12 +2,12 @@
 
 mod api;
 mod atproto;
+mod atproto_source;
 #[cfg(feature = "bench")]
 mod bench;
 mod config;
 mod decode_frames;
 mod gorush_api;
-mod jetstream;
 mod metrics;
 mod mostro_api;
 mod nostr_api;

@@ -58,7 +58,7 @@ fn describe() {
     );
     describe_counter!(
         "herald_source_events_total",
-        "Events a network source handed to its rules, by source (jetstream, nostr)"
+        "Events a network source handed to its rules, by source (jetstream, firehose, nostr)"
     );
     describe_counter!(
         "herald_source_notifications_total",
@@ -71,6 +71,14 @@ fn describe() {
     describe_counter!(
         "herald_source_rate_limited_total",
         "Pushes a source held back by the per-recipient rate limit, by source"
+    );
+    describe_counter!(
+        "herald_firehose_commits_verified_total",
+        "Firehose commits whose signature, repo, rev and record CIDs checked out"
+    );
+    describe_counter!(
+        "herald_firehose_commits_rejected_total",
+        "Firehose commits dropped, by reason (bad_signature, stale_rev, cid_mismatch, ...)"
     );
     describe_gauge!(
         "herald_source_connections",
@@ -92,8 +100,15 @@ pub async fn render(handle: &PrometheusHandle, runtime: &Runtime) -> String {
     if let Ok(devices) = store.count_devices().await {
         gauge!("herald_devices").set(devices as f64);
     }
-    if let Some(jetstream) = runtime.jetstream_health.get() {
-        record_source("jetstream", jetstream.figures());
+    if let Some(source) = runtime.source_health.get() {
+        record_source(source.name, source.figures());
+        if let Some(verify) = source.verify_stats() {
+            counter!("herald_firehose_commits_verified_total").absolute(verify.verified());
+            for (reason, count) in verify.rejected() {
+                counter!("herald_firehose_commits_rejected_total", "reason" => reason)
+                    .absolute(count);
+            }
+        }
     }
     if let Some(relays) = runtime.nostr_relays_health.get() {
         record_source("nostr", relays.figures());

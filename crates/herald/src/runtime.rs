@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use herald_atproto::block_backfill::BackfillQueue;
 use herald_atproto::did::Did;
+use herald_atproto::firehose_source::FirehoseConfig;
 use herald_atproto::jetstream::JetstreamConfig;
 use herald_atproto::recipients::RecipientIndex;
 use herald_core::StoreError;
@@ -25,7 +26,7 @@ use herald_push::webpush::WebPush;
 use herald_push::{HttpClientConfig, UnifiedPush};
 use herald_store::SqlStore;
 
-use crate::config::{AppConfig, Config};
+use crate::config::{AppConfig, Config, NetworkSource};
 use crate::mostro_api::NOSTR_NAMESPACE;
 
 #[derive(Debug, thiserror::Error)]
@@ -161,8 +162,10 @@ pub struct Runtime {
     pub accounts_at_start: Mutex<Vec<Did>>,
     /// The Jetstream source's settings, when it is to run.
     pub jetstream_config: Option<JetstreamConfig>,
-    /// Set once the Jetstream source has started.
-    pub jetstream_health: OnceLock<crate::jetstream::JetstreamHealth>,
+    /// The firehose source's settings, when it is to run instead.
+    pub firehose_config: Option<FirehoseConfig>,
+    /// Set once the AT Protocol source (Jetstream or firehose) has started.
+    pub source_health: OnceLock<crate::atproto_source::SourceHealth>,
     /// Nostr keys with a device: whom the relays are watched for.
     pub nostr_recipients: Arc<herald_nostr::recipients::RecipientIndex>,
     /// The Nostr keys registered before this start, until the relay
@@ -191,12 +194,27 @@ impl Runtime {
         );
         let atproto =
             crate::atproto::AtprotoService::from_config(&config).map_err(StartError::Atproto)?;
-        let jetstream = &config.atproto.jetstream;
-        let jetstream_config = match &atproto {
-            Some(_) if jetstream.enabled => {
-                Some(jetstream.source_config().map_err(StartError::Atproto)?)
-            }
-            _ => None,
+        let settings = &config.atproto;
+        let (jetstream_config, firehose_config) = match (&atproto, settings.source) {
+            (Some(_), NetworkSource::Jetstream) if settings.jetstream.enabled => (
+                Some(
+                    settings
+                        .jetstream
+                        .source_config()
+                        .map_err(StartError::Atproto)?,
+                ),
+                None,
+            ),
+            (Some(_), NetworkSource::Firehose) => (
+                None,
+                Some(
+                    settings
+                        .firehose
+                        .source_config()
+                        .map_err(StartError::Atproto)?,
+                ),
+            ),
+            _ => (None, None),
         };
         let recipients = Arc::new(RecipientIndex::new());
         let mut accounts_at_start = Vec::new();
@@ -225,7 +243,8 @@ impl Runtime {
             backfill: Arc::new(BackfillQueue::new()),
             accounts_at_start: Mutex::new(accounts_at_start),
             jetstream_config,
-            jetstream_health: OnceLock::new(),
+            firehose_config,
+            source_health: OnceLock::new(),
             nostr_recipients,
             nostr_keys_at_start: Mutex::new(nostr_keys_at_start),
             nostr_relays_health: OnceLock::new(),

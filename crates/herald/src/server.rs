@@ -116,12 +116,19 @@ fn atproto_health(runtime: &Runtime) -> serde_json::Value {
     if runtime.atproto.is_none() {
         return serde_json::Value::Null;
     }
-    let jetstream = match (&runtime.jetstream_config, runtime.jetstream_health.get()) {
-        (None, _) => json!("disabled"),
-        (Some(_), None) => json!("waiting for the first AT Protocol device"),
-        (Some(_), Some(health)) => health.json(),
+    let configured = if runtime.firehose_config.is_some() {
+        "firehose"
+    } else {
+        "jetstream"
     };
-    json!({"accounts": runtime.recipients.len(), "jetstream": jetstream})
+    let source = match runtime.source_health.get() {
+        Some(health) => health.json(),
+        None if runtime.jetstream_config.is_none() && runtime.firehose_config.is_none() => {
+            json!("disabled")
+        }
+        None => json!("waiting for the first AT Protocol device"),
+    };
+    json!({"accounts": runtime.recipients.len(), configured: source})
 }
 
 /// The Nostr side: registered keys and the relay source, when it runs.
@@ -169,7 +176,10 @@ pub async fn serve(state: Arc<AppState>) -> std::io::Result<()> {
         Arc::clone(&state),
         stop_rx.clone(),
     ));
-    let jetstream = tokio::spawn(crate::jetstream::run(Arc::clone(&state), stop_rx.clone()));
+    let jetstream = tokio::spawn(crate::atproto_source::run(
+        Arc::clone(&state),
+        stop_rx.clone(),
+    ));
     let nostr_relays = tokio::spawn(crate::nostr_relays::run(Arc::clone(&state), stop_rx));
 
     // The peer's address is what the Mostro API's per-client limits key on.

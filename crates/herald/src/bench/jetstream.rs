@@ -214,7 +214,7 @@ async fn whole_path(runtime: &Runtime, frames: Arc<[Vec<u8>]>) -> Result<Whole, 
     )
     .with_rate_limit(runtime.config.atproto.rate_limit.limit());
     let stats = pipeline.stats();
-    let (events_tx, events_rx) = mpsc::channel(crate::jetstream::EVENTS_IN_FLIGHT);
+    let (events_tx, events_rx) = mpsc::channel(crate::atproto_source::EVENTS_IN_FLIGHT);
     // Never set: the pipeline ends when the producer hangs up.
     let (_stop_tx, stop_rx) = watch::channel(false);
     let cpu_before = process_cpu()?;

@@ -6,6 +6,7 @@
 
 mod apns;
 mod deliver;
+mod end_to_end;
 mod firehose;
 mod jetstream;
 mod nostr;
@@ -35,6 +36,8 @@ pub enum Scenario {
     Nostr(nostr::Args),
     /// Firehose frames per second through decoding, commit verification and Jetstream events.
     Firehose(firehose::Args),
+    /// Event in, push out: latency percentiles at a steady rate of Jetstream events.
+    EndToEnd(end_to_end::Args),
 }
 
 pub async fn run(scenario: Scenario) -> ExitCode {
@@ -45,6 +48,7 @@ pub async fn run(scenario: Scenario) -> ExitCode {
         Scenario::Jetstream(args) => ("jetstream", args.json, jetstream::run(args).await),
         Scenario::Nostr(args) => ("nostr", args.json, nostr::run(args).await),
         Scenario::Firehose(args) => ("firehose", args.json, firehose::run(args).await),
+        Scenario::EndToEnd(args) => ("end-to-end", args.json, end_to_end::run(args).await),
     };
     match result {
         Ok(report) => {

@@ -19,6 +19,8 @@ use axum::routing::post;
 use herald_standins::nostr_relay::NostrRelay;
 use serde_json::Value;
 
+pub mod pds_peer;
+
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const APP: &str = "com.example.app";
 /// Longest a test waits for something that should happen in well under a second.

@@ -11,6 +11,7 @@ pub mod expo;
 pub mod fcm;
 pub mod jetstream;
 pub mod nostr_relay;
+pub mod nwaku;
 pub mod pds;
 pub mod plc;
 pub mod tls;

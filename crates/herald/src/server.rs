@@ -170,7 +170,11 @@ pub async fn serve(state: Arc<AppState>) -> std::io::Result<()> {
         stop_rx.clone(),
     ));
     let jetstream = tokio::spawn(crate::jetstream::run(Arc::clone(&state), stop_rx.clone()));
-    let nostr_relays = tokio::spawn(crate::nostr_relays::run(Arc::clone(&state), stop_rx));
+    let nostr_relays = tokio::spawn(crate::nostr_relays::run(
+        Arc::clone(&state),
+        stop_rx.clone(),
+    ));
+    let status = tokio::spawn(crate::status::run(Arc::clone(&state), stop_rx));
 
     // The peer's address is what the Mostro API's per-client limits key on.
     let app = router(Arc::clone(&state)).into_make_service_with_connect_info::<SocketAddr>();
@@ -185,6 +189,7 @@ pub async fn serve(state: Arc<AppState>) -> std::io::Result<()> {
     // After the pipeline stored its last cursor; before the store closes.
     let _ = jetstream.await;
     let _ = nostr_relays.await;
+    let _ = status.await;
     state.runtime.store.close().await;
     tracing::info!("herald stopped");
     Ok(())

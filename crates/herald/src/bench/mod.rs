@@ -10,6 +10,7 @@ mod jetstream;
 mod nostr;
 mod process;
 mod register;
+mod status;
 mod synthetic_jetstream;
 
 use std::process::ExitCode;
@@ -32,6 +33,8 @@ pub enum Scenario {
     Jetstream(jetstream::Args),
     /// Nostr events per second through id and signature checks, rules and the SQLite queue.
     Nostr(nostr::Args),
+    /// Status registrations and notification requests handled per second, in process.
+    Status(status::Args),
 }
 
 pub async fn run(scenario: Scenario) -> ExitCode {
@@ -41,6 +44,7 @@ pub async fn run(scenario: Scenario) -> ExitCode {
         Scenario::Apns(args) => ("apns", args.json, apns::run(args).await),
         Scenario::Jetstream(args) => ("jetstream", args.json, jetstream::run(args).await),
         Scenario::Nostr(args) => ("nostr", args.json, nostr::run(args).await),
+        Scenario::Status(args) => ("status", args.json, status::run(args).await),
     };
     match result {
         Ok(report) => {

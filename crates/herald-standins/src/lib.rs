@@ -12,6 +12,7 @@ pub mod fcm;
 pub mod firehose;
 pub mod jetstream;
 pub mod nostr_relay;
+pub mod nwaku;
 pub mod pds;
 pub mod plc;
 pub mod tls;

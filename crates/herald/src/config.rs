@@ -74,6 +74,7 @@ pub struct Config {
     pub nostr: NostrConfig,
     pub sigil_api: SigilApiConfig,
     pub atproto: AtprotoConfig,
+    pub status: StatusConfig,
     pub apps: BTreeMap<String, AppConfig>,
 }
 
@@ -93,6 +94,7 @@ impl Default for Config {
             nostr: NostrConfig::default(),
             sigil_api: SigilApiConfig::default(),
             atproto: AtprotoConfig::default(),
+            status: StatusConfig::default(),
             apps: BTreeMap::new(),
         }
     }
@@ -725,6 +727,130 @@ impl SigilApiConfig {
     }
 }
 
+/// `[status]`: the Status push-notification server (spec 71, as status-go
+/// speaks it), off unless `nwaku_url` is set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusConfig {
+    /// The REST API of the nwaku node herald reaches Waku through
+    /// (`HERALD_STATUS_NWAKU_URL`), such as `http://127.0.0.1:8645`.
+    pub nwaku_url: Option<String>,
+    /// A gorush herald POSTs status-go's request to (`HERALD_STATUS_GORUSH_URL`),
+    /// instead of delivering through the apps below.
+    pub gorush_url: Option<String>,
+    /// Apps with an `[apns]` table for APN tokens: a registration goes to
+    /// the one whose APNs topic is its `apn_topic`, else to the first.
+    pub apns_apps: Vec<String>,
+    /// The app with an `[fcm]` table for Firebase tokens.
+    pub fcm_app: Option<String>,
+    /// herald's Status identity (64 hex digits); unset, one is generated on
+    /// the first start and kept in the store.
+    pub key_file: Option<PathBuf>,
+    /// How often nwaku's message cache is read (it keeps only the newest
+    /// messages: `--rest-relay-cache-capacity`).
+    pub poll_interval_ms: u64,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        Self {
+            nwaku_url: None,
+            gorush_url: None,
+            apns_apps: Vec::new(),
+            fcm_app: None,
+            key_file: None,
+            // nwaku caches 50 messages per shard by default; Status's shard
+            // carries far fewer than 50 in 250 ms.
+            poll_interval_ms: 250,
+        }
+    }
+}
+
+/// `[status]`, checked and parsed.
+#[derive(Debug, Clone)]
+pub struct StatusSettings {
+    pub nwaku_url: url::Url,
+    pub gorush_url: Option<url::Url>,
+    pub apps: herald_status::delivery::DeliveryApps,
+    pub poll_interval: Duration,
+}
+
+impl StatusConfig {
+    /// The server's settings; `None` when it is off.
+    pub fn settings(
+        &self,
+        apps: &BTreeMap<String, AppConfig>,
+    ) -> Result<Option<StatusSettings>, ConfigError> {
+        let Some(nwaku) = &self.nwaku_url else {
+            return Ok(None);
+        };
+        let http_url = |setting: &str, text: &str| {
+            url::Url::parse(text)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                .ok_or_else(|| invalid(setting, format!("{text:?} is not an http(s):// URL")))
+        };
+        let mut delivery = herald_status::delivery::DeliveryApps::default();
+        for id in &self.apns_apps {
+            let apns = apps.get(id).and_then(|a| a.apns.as_ref()).ok_or_else(|| {
+                invalid(
+                    "status.apns_apps",
+                    format!("names app {id:?}, which has no [apns] table"),
+                )
+            })?;
+            delivery.apns.push((app_id(id), apns.topic.clone()));
+        }
+        if let Some(id) = &self.fcm_app {
+            if apps.get(id).and_then(|a| a.fcm.as_ref()).is_none() {
+                return Err(invalid(
+                    "status.fcm_app",
+                    format!("names app {id:?}, which has no [fcm] table"),
+                ));
+            }
+            delivery.fcm = Some(app_id(id));
+        }
+        if self.poll_interval_ms == 0 {
+            return Err(invalid("status.poll_interval_ms", "must be above 0"));
+        }
+        Ok(Some(StatusSettings {
+            nwaku_url: http_url("status.nwaku_url", nwaku)?,
+            gorush_url: self
+                .gorush_url
+                .as_deref()
+                .map(|g| http_url("status.gorush_url", g))
+                .transpose()?,
+            apps: delivery,
+            poll_interval: Duration::from_millis(self.poll_interval_ms),
+        }))
+    }
+
+    /// herald's Status identity from `key_file`, if one is configured.
+    pub fn key(&self) -> Result<Option<k256::SecretKey>, ConfigError> {
+        let Some(path) = &self.key_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        herald_status::persistence::parse_secret(&text)
+            .map(Some)
+            .ok_or_else(|| {
+                invalid(
+                    "status.key_file",
+                    format!(
+                        "{}: not a secp256k1 secret key in 64 hex digits",
+                        path.display()
+                    ),
+                )
+            })
+    }
+}
+
+fn app_id(id: &str) -> AppId {
+    AppId::parse(id).expect("app ids are validated when the configuration loads")
+}
+
 /// An API's `app_id`, when set, must name a configured app.
 fn configured_app(
     setting: &str,
@@ -919,6 +1045,7 @@ impl Config {
         self.nostr.relay_configs(&self.apps)?;
         self.nostr.index_relay_configs(&self.apps)?;
         self.sigil_api.validate(&self.nostr, &self.apps)?;
+        self.status.settings(&self.apps)?;
         let d = &self.delivery;
         if d.max_attempts == 0 {
             return Err(invalid("delivery.max_attempts", "must be at least 1"));
@@ -1052,6 +1179,10 @@ const KNOWN_OPTIONAL: &[&str] = &[
     "sigil_api.app_id",
     "atproto.service_did",
     "atproto.public_url",
+    "status.nwaku_url",
+    "status.gorush_url",
+    "status.fcm_app",
+    "status.key_file",
 ];
 
 #[cfg(test)]
@@ -1439,5 +1570,78 @@ mod tests {
                 .unwrap_err()
                 .contains("disabled")
         );
+    }
+
+    #[test]
+    fn the_status_server_is_off_until_nwaku_is_named_and_urls_come_from_the_environment() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert!(c.status.settings(&c.apps).unwrap().is_none());
+        let c = Config::load(
+            None,
+            env(&[
+                ("HERALD_STATUS_NWAKU_URL", "http://127.0.0.1:8645"),
+                ("HERALD_STATUS_GORUSH_URL", "http://127.0.0.1:8088/"),
+            ]),
+        )
+        .unwrap();
+        let settings = c.status.settings(&c.apps).unwrap().unwrap();
+        assert_eq!(settings.nwaku_url.as_str(), "http://127.0.0.1:8645/");
+        assert_eq!(
+            settings.gorush_url.map(String::from).as_deref(),
+            Some("http://127.0.0.1:8088/")
+        );
+        assert_eq!(settings.poll_interval, Duration::from_millis(250));
+        for (var, value, says) in [
+            ("HERALD_STATUS_NWAKU_URL", "ws://x", "nwaku_url"),
+            ("HERALD_STATUS_GORUSH_URL", "not a url", "gorush_url"),
+            (
+                "HERALD_STATUS_NWAKU_UR",
+                "http://x",
+                "HERALD_STATUS_NWAKU_UR",
+            ),
+        ] {
+            let mut vars = vec![(var, value)];
+            if var != "HERALD_STATUS_NWAKU_URL" {
+                vars.push(("HERALD_STATUS_NWAKU_URL", "http://127.0.0.1:8645"));
+            }
+            let err = Config::load(None, env(&vars)).unwrap_err();
+            assert!(err.to_string().contains(says), "{var}: {err}");
+        }
+    }
+
+    #[test]
+    fn status_apps_must_have_the_transport_their_tokens_need() {
+        let f = file(
+            "[status]\nnwaku_url = \"http://127.0.0.1:8645\"\napns_apps = [\"ios\"]\nfcm_app = \"android\"\n\
+             [apps.ios.apns]\nteam_id = \"T\"\nkey_id = \"K\"\nkey_file = \"/dev/null\"\ntopic = \"im.status.ethereum\"\n\
+             [apps.android.unifiedpush]\n",
+        );
+        let err = Config::load(Some(f.path()), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("status.fcm_app"), "{err}");
+        let f = file(
+            "[status]\nnwaku_url = \"http://127.0.0.1:8645\"\napns_apps = [\"ios\"]\n\
+             [apps.ios.apns]\nteam_id = \"T\"\nkey_id = \"K\"\nkey_file = \"/dev/null\"\ntopic = \"im.status.ethereum\"\n",
+        );
+        let c = Config::load(Some(f.path()), env(&[])).unwrap();
+        let settings = c.status.settings(&c.apps).unwrap().unwrap();
+        assert_eq!(settings.apps.apns[0].1, "im.status.ethereum");
+        assert_eq!(settings.apps.fcm, None);
+        let f = file("[status]\napns_apps = [\"nowhere\"]\nnwaku_url = \"http://127.0.0.1:1\"\n");
+        let err = Config::load(Some(f.path()), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("status.apns_apps"), "{err}");
+    }
+
+    #[test]
+    fn a_status_key_file_holds_64_hex_digits() {
+        let good = file(&format!("{}\n", "01".repeat(32)));
+        let bad = file("nope");
+        let with = |path: &Path| StatusConfig {
+            key_file: Some(path.to_owned()),
+            ..StatusConfig::default()
+        };
+        assert!(with(good.path()).key().unwrap().is_some());
+        let err = with(bad.path()).key().unwrap_err();
+        assert!(err.to_string().contains("status.key_file"), "{err}");
+        assert!(StatusConfig::default().key().unwrap().is_none());
     }
 }

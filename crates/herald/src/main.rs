@@ -17,6 +17,7 @@ mod rate_limiter;
 mod runtime;
 mod send;
 mod server;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +58,11 @@ enum Command {
     Atproto {
         #[command(subcommand)]
         action: AtprotoAction,
+    },
+    /// Status push-notification server tools.
+    Status {
+        #[command(subcommand)]
+        action: StatusAction,
     },
     /// Generate keys.
     Keys {
@@ -113,6 +119,14 @@ enum AtprotoAction {
 }
 
 #[derive(Subcommand)]
+enum StatusAction {
+    /// Print herald's Status identity, the compressed public key (hex)
+    /// operators publish so Status users can add this push server;
+    /// generated and stored on first use unless `[status] key_file` is set.
+    Identity,
+}
+
+#[derive(Subcommand)]
 enum ConfigAction {
     /// Print each app and transport: enabled, or why not.
     Check,
@@ -159,6 +173,9 @@ async fn run(command: Command, config: Config) -> ExitCode {
         Command::Atproto {
             action: AtprotoAction::DecodeFrames { input },
         } => atproto_decode_frames(&input),
+        Command::Status {
+            action: StatusAction::Identity,
+        } => status_identity(&config).await,
         Command::Keys {
             kind: KeyKind::Vapid { out },
         } => vapid_keys(&out),
@@ -255,6 +272,36 @@ fn config_check(config: &Config) -> ExitCode {
             config.sigil_api.auth.as_str()
         ),
         None => println!("Sigil API: disabled (no sigil_api.app_id)"),
+    }
+    match config.status.settings(&config.apps) {
+        Ok(Some(status)) => {
+            let delivery = match &status.gorush_url {
+                Some(url) => format!("POSTed to gorush at {url}"),
+                None if status.apps == Default::default() => {
+                    "go nowhere (set status.apns_apps, status.fcm_app or status.gorush_url)".into()
+                }
+                None => {
+                    let apns: Vec<String> = status
+                        .apps
+                        .apns
+                        .iter()
+                        .map(|(app, _)| app.to_string())
+                        .collect();
+                    let fcm = status
+                        .apps
+                        .fcm
+                        .as_ref()
+                        .map_or("none".into(), |a| a.to_string());
+                    format!("APNs apps [{}], FCM app {fcm}", apns.join(", "))
+                }
+            };
+            println!(
+                "Status server: enabled through nwaku at {}, pushes {delivery}",
+                status.nwaku_url
+            );
+        }
+        Ok(None) => println!("Status server: disabled (no status.nwaku_url)"),
+        Err(e) => println!("Status server: error: {e}"),
     }
     println!(
         "private endpoints: {}",
@@ -401,6 +448,25 @@ fn write_secret(path: &std::path::Path, text: &str) -> std::io::Result<()> {
         .mode(0o600)
         .open(path)?
         .write_all(text.as_bytes())
+}
+
+/// Prints the Status identity's compressed public key, creating and
+/// storing the identity if there is none yet.
+async fn status_identity(config: &Config) -> ExitCode {
+    let store = match herald_store::open(&config.database_url).await {
+        Ok(store) => store,
+        Err(e) => return fail("cannot open the store", e),
+    };
+    let identity = status::identity(config, &store).await;
+    store.close().await;
+    match identity {
+        Ok(key) => {
+            let public = herald_status::crypto::compress33(&key.public_key());
+            println!("{}", herald_status::hex::encode(&public));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail("Status identity", e),
+    }
 }
 
 async fn migrate(config: &Config) -> ExitCode {

@@ -82,7 +82,16 @@ fn describe() {
     );
     describe_gauge!(
         "herald_source_connections",
-        "Open connections of a source (Jetstream: 0 or 1; Nostr: relays)"
+        "Open connections of a source (Jetstream: 0 or 1; Nostr: relays; Status: nwaku, 0 or 1)"
+    );
+    describe_counter!(
+        "herald_status_messages_total",
+        "Status registrations, queries and notification requests handled"
+    );
+    describe_counter!(
+        "herald_status_ignored_total",
+        "Messages on the Status server's topics dropped unanswered, by reason \
+         (payload, unsigned, wrapper, message_type, protobuf, duplicate)"
     );
     describe_gauge!(
         "herald_source_lag_seconds",

@@ -176,11 +176,15 @@ pub async fn serve(state: Arc<AppState>) -> std::io::Result<()> {
         Arc::clone(&state),
         stop_rx.clone(),
     ));
-    let jetstream = tokio::spawn(crate::atproto_source::run(
+    let atproto = tokio::spawn(crate::atproto_source::run(
         Arc::clone(&state),
         stop_rx.clone(),
     ));
-    let nostr_relays = tokio::spawn(crate::nostr_relays::run(Arc::clone(&state), stop_rx));
+    let nostr_relays = tokio::spawn(crate::nostr_relays::run(
+        Arc::clone(&state),
+        stop_rx.clone(),
+    ));
+    let status = tokio::spawn(crate::status::run(Arc::clone(&state), stop_rx));
 
     // The peer's address is what the Mostro API's per-client limits key on.
     let app = router(Arc::clone(&state)).into_make_service_with_connect_info::<SocketAddr>();
@@ -193,8 +197,9 @@ pub async fn serve(state: Arc<AppState>) -> std::io::Result<()> {
     let _ = janitor.await;
     let _ = expiry.await;
     // After the pipeline stored its last cursor; before the store closes.
-    let _ = jetstream.await;
+    let _ = atproto.await;
     let _ = nostr_relays.await;
+    let _ = status.await;
     state.runtime.store.close().await;
     tracing::info!("herald stopped");
     Ok(())

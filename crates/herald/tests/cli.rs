@@ -153,7 +153,7 @@ fn migrate_creates_the_schema() {
     write_config(dir.path(), "");
     let out = herald(dir.path(), &["migrate"]);
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(stdout(&out).trim(), "schema is at version 2");
+    assert_eq!(stdout(&out).trim(), "schema is at version 3");
     assert!(dir.path().join("herald.db").exists());
 }
 

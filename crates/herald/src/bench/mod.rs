@@ -12,6 +12,7 @@ mod jetstream;
 mod nostr;
 mod process;
 mod register;
+mod status;
 mod synthetic_jetstream;
 
 use std::process::ExitCode;
@@ -38,6 +39,8 @@ pub enum Scenario {
     Firehose(firehose::Args),
     /// Event in, push out: latency percentiles at a steady rate of Jetstream events.
     EndToEnd(end_to_end::Args),
+    /// Status registrations and notification requests handled per second, in process.
+    Status(status::Args),
 }
 
 pub async fn run(scenario: Scenario) -> ExitCode {
@@ -49,6 +52,7 @@ pub async fn run(scenario: Scenario) -> ExitCode {
         Scenario::Nostr(args) => ("nostr", args.json, nostr::run(args).await),
         Scenario::Firehose(args) => ("firehose", args.json, firehose::run(args).await),
         Scenario::EndToEnd(args) => ("end-to-end", args.json, end_to_end::run(args).await),
+        Scenario::Status(args) => ("status", args.json, status::run(args).await),
     };
     match result {
         Ok(report) => {

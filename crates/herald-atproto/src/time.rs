@@ -74,3 +74,57 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     era * 146_097 + day_of_era - 719_468
 }
+
+/// `time_us` (microseconds since the Unix epoch) as RFC 3339 in UTC, with
+/// `fraction_digits` digits of the second (3 for records' `createdAt`, 6
+/// for a firehose `time`; at most 6).
+pub fn format_rfc3339(time_us: u64, fraction_digits: u32) -> String {
+    let digits = fraction_digits.min(6);
+    let seconds = time_us / 1_000_000;
+    let (year, month, day) = civil_from_days((seconds / 86_400) as i64);
+    let of_day = seconds % 86_400;
+    let fraction = time_us % 1_000_000 / 10u64.pow(6 - digits);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{fraction:0width$}Z",
+        of_day / 3_600,
+        of_day / 60 % 60,
+        of_day % 60,
+        width = digits as usize,
+    )
+}
+
+/// A proleptic Gregorian date from days since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let days = days + 719_468;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * month_from_march + 2) / 5 + 1) as u32;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    } as u32;
+    (year_of_era + era * 400 + i64::from(month <= 2), month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_what_it_reads() {
+        let time_us = 1_779_719_009_132_431;
+        assert_eq!(format_rfc3339(time_us, 6), "2026-05-25T14:23:29.132431Z");
+        assert_eq!(format_rfc3339(time_us, 3), "2026-05-25T14:23:29.132Z");
+        assert_eq!(unix_micros(&format_rfc3339(time_us, 6)), Some(time_us));
+        assert_eq!(
+            format_rfc3339(951_782_400_000_000, 3),
+            "2000-02-29T00:00:00.000Z"
+        );
+    }
+}

@@ -19,9 +19,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
+
+use crate::ws_server::{self, Shared};
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 
 pub const PATH: &str = "/xrpc/com.atproto.sync.subscribeRepos";
@@ -42,20 +44,14 @@ pub struct FirehoseService {
 
 impl FirehoseService {
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("local address");
-        let state = Arc::new(Mutex::new(State::default()));
-        let published = Arc::new(Notify::new());
-        let (s, p) = (Arc::clone(&state), Arc::clone(&published));
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, Arc::clone(&s), Arc::clone(&p)));
-            }
-        });
+        let (addr, shared) = ws_server::start(|stream, shared: Shared<State>| {
+            serve(stream, shared.state, shared.published)
+        })
+        .await;
         Self {
             addr,
-            state,
-            published,
+            state: shared.state,
+            published: shared.published,
         }
     }
 

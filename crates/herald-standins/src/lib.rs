@@ -17,3 +17,4 @@ pub mod pds;
 pub mod plc;
 pub mod tls;
 pub mod webpush;
+mod ws_server;

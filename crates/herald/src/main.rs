@@ -362,13 +362,9 @@ fn atproto_replay(input: &std::path::Path, registered: &[String]) -> ExitCode {
         Ok(dids) => dids,
         Err(e) => return fail("--register", e),
     };
-    let reader: Box<dyn std::io::BufRead> = if input.as_os_str() == "-" {
-        Box::new(std::io::stdin().lock())
-    } else {
-        match std::fs::File::open(input) {
-            Ok(f) => Box::new(std::io::BufReader::new(f)),
-            Err(e) => return fail(&format!("cannot read {}", input.display()), e),
-        }
+    let reader = match open_input(input) {
+        Ok(reader) => reader,
+        Err(e) => return fail(&format!("cannot read {}", input.display()), e),
     };
     let out = std::io::BufWriter::new(std::io::stdout().lock());
     match herald_atproto::replay::replay(reader, dids, out, std::io::stderr().lock()) {
@@ -386,14 +382,19 @@ fn atproto_replay(input: &std::path::Path, registered: &[String]) -> ExitCode {
     }
 }
 
+/// A file to read, or standard input for `-`.
+fn open_input(input: &std::path::Path) -> std::io::Result<Box<dyn std::io::BufRead>> {
+    if input.as_os_str() == "-" {
+        return Ok(Box::new(std::io::stdin().lock()));
+    }
+    let file = std::fs::File::open(input)?;
+    Ok(Box::new(std::io::BufReader::new(file)))
+}
+
 fn atproto_decode_frames(input: &std::path::Path) -> ExitCode {
-    let reader: Box<dyn std::io::Read> = if input.as_os_str() == "-" {
-        Box::new(std::io::stdin().lock())
-    } else {
-        match std::fs::File::open(input) {
-            Ok(f) => Box::new(std::io::BufReader::new(f)),
-            Err(e) => return fail(&format!("cannot read {}", input.display()), e),
-        }
+    let reader = match open_input(input) {
+        Ok(reader) => reader,
+        Err(e) => return fail(&format!("cannot read {}", input.display()), e),
     };
     let out = std::io::BufWriter::new(std::io::stdout().lock());
     match decode_frames::decode_frames(reader, out, std::io::stderr().lock()) {

@@ -272,35 +272,7 @@ pub fn now_us() -> u64 {
 
 /// `2026-05-25T14:23:29.132431Z`: a firehose `time`, to the microsecond.
 pub fn rfc3339(time_us: u64) -> String {
-    let seconds = time_us / 1_000_000;
-    let (year, month, day) = civil_from_days((seconds / 86_400) as i64);
-    let of_day = seconds % 86_400;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        of_day / 3_600,
-        of_day / 60 % 60,
-        of_day % 60,
-        time_us % 1_000_000
-    )
-}
-
-/// A proleptic Gregorian date from days since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let days = days + 719_468;
-    let era = days.div_euclid(146_097);
-    let day_of_era = days - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * month_from_march + 2) / 5 + 1) as u32;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    } as u32;
-    (year_of_era + era * 400 + i64::from(month <= 2), month, day)
+    crate::time::format_rfc3339(time_us, 6)
 }
 
 /// Repository keys by DID, as a [`KeyResolver`]. A rotated DID answers its

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -18,7 +18,7 @@ use herald_core::time::now_ms;
 use serde_json::json;
 use tokio::sync::{Notify, watch};
 
-use super::{Report, scratch_dir};
+use super::{Report, now_us, scratch_dir};
 use crate::config::{AppConfig, Config, UnifiedPushConfig};
 use crate::runtime::Runtime;
 
@@ -49,12 +49,6 @@ struct Receiver {
     expected: AtomicUsize,
     latencies_us: Mutex<Vec<u64>>,
     done: Notify,
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 async fn receive(State(r): State<Arc<Receiver>>, body: Bytes) -> StatusCode {

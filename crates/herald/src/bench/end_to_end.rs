@@ -19,7 +19,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -36,7 +36,7 @@ use serde_json::json;
 use tokio::sync::{Notify, watch};
 
 use super::synthetic_jetstream::SyntheticNetwork;
-use super::{Report, scratch_dir};
+use super::{Report, now_us, scratch_dir};
 use crate::config::{AppConfig, Config, UnifiedPushConfig};
 use crate::runtime::Runtime;
 use crate::server::AppState;
@@ -64,12 +64,6 @@ const RECIPIENTS: usize = 100;
 const TICK: Duration = Duration::from_millis(5);
 /// Longest wait for the last pushes after the stream ends.
 const DRAIN: Duration = Duration::from_secs(60);
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
 
 /// What the receiver saw.
 #[derive(Default)]

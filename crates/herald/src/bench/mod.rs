@@ -197,6 +197,14 @@ async fn unifiedpush_runtime(
     Ok((runtime, dir))
 }
 
+/// Now, in microseconds since the Unix epoch: what the scenarios stamp on
+/// what they send, to time it on arrival.
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
 /// A fresh directory under the system temp dir for a scenario's database.
 fn scratch_dir(name: &str) -> Result<std::path::PathBuf, String> {
     let dir = std::env::temp_dir().join(format!(

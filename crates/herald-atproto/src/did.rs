@@ -269,7 +269,7 @@ pub fn parse_handle(text: &str) -> Option<String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublicKey {
     /// secp256k1, JWT `alg` ES256K.
-    K256(k256::ecdsa::VerifyingKey),
+    K256(K256Key),
     /// NIST P-256, JWT `alg` ES256.
     P256(p256::ecdsa::VerifyingKey),
 }
@@ -307,8 +307,8 @@ impl PublicKey {
     }
 
     fn k256(sec1: &[u8]) -> Result<Self, String> {
-        k256::ecdsa::VerifyingKey::from_sec1_bytes(sec1)
-            .map(PublicKey::K256)
+        secp256k1::PublicKey::from_slice(sec1)
+            .map(|key| PublicKey::K256(K256Key(key)))
             .map_err(|_| "not a point on secp256k1".into())
     }
 
@@ -328,8 +328,8 @@ impl PublicKey {
 
     /// Verifies a compact signature over `message` (hashed with SHA-256).
     /// High-S signatures are refused unless `allow_high_s`: the atproto
-    /// cryptography spec requires low-S; k256 refuses high-S on its own,
-    /// p256 does not, so both are checked here alike.
+    /// cryptography spec requires low-S; libsecp256k1 refuses high-S on its
+    /// own, p256 does not, so both are checked here alike.
     pub fn verify(
         &self,
         message: &[u8],
@@ -340,13 +340,7 @@ impl PublicKey {
             return Err(SignatureError::Length(signature.len()));
         }
         match self {
-            PublicKey::K256(key) => {
-                let sig = k256::ecdsa::Signature::from_slice(signature)
-                    .map_err(|_| SignatureError::Invalid)?;
-                let low = low_s(sig.normalize_s(), sig, allow_high_s)?;
-                key.verify(message, &low)
-                    .map_err(|_| SignatureError::Invalid)
-            }
+            PublicKey::K256(key) => key.verify(message, signature, allow_high_s),
             PublicKey::P256(key) => {
                 let sig = p256::ecdsa::Signature::from_slice(signature)
                     .map_err(|_| SignatureError::Invalid)?;
@@ -355,6 +349,43 @@ impl PublicKey {
                     .map_err(|_| SignatureError::Invalid)
             }
         }
+    }
+}
+
+/// A secp256k1 public key, verified with libsecp256k1: atproto's usual
+/// curve, on the hot paths of firehose commits and service tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct K256Key(secp256k1::PublicKey);
+
+impl From<k256::ecdsa::VerifyingKey> for K256Key {
+    fn from(key: k256::ecdsa::VerifyingKey) -> Self {
+        let point = key.to_sec1_point(true);
+        Self(
+            secp256k1::PublicKey::from_slice(point.as_ref())
+                .expect("a k256 key is a point on secp256k1"),
+        )
+    }
+}
+
+impl K256Key {
+    /// libsecp256k1 accepts only low-S signatures; a high-S one is refused
+    /// as such, or normalised first when `allow_high_s`.
+    fn verify(
+        &self,
+        message: &[u8],
+        signature: &[u8],
+        allow_high_s: bool,
+    ) -> Result<(), SignatureError> {
+        use sha2::{Digest, Sha256};
+        let sig = secp256k1::ecdsa::Signature::from_compact(signature)
+            .map_err(|_| SignatureError::Invalid)?;
+        let mut normalized = sig;
+        normalized.normalize_s();
+        let low = low_s(normalized, sig, allow_high_s)?;
+        let digest = secp256k1::Message::from_digest(Sha256::digest(message).into());
+        secp256k1::SECP256K1
+            .verify_ecdsa(digest, &low, &self.0)
+            .map_err(|_| SignatureError::Invalid)
     }
 }
 
@@ -453,7 +484,7 @@ mod tests {
         let did = "did:plc:ewvi7nxzyoun6zhxrhs64oiz";
         assert_eq!(
             doc.signing_key(did, "atproto").unwrap(),
-            PublicKey::K256(*k.verifying_key())
+            PublicKey::K256((*k.verifying_key()).into())
         );
         assert_eq!(
             doc.signing_key(did, "atproto_label").unwrap(),

@@ -377,7 +377,7 @@ mod tests {
         }
         fn public(&self) -> PublicKey {
             match self {
-                Key::K(k) => PublicKey::K256(*k.verifying_key()),
+                Key::K(k) => PublicKey::K256((*k.verifying_key()).into()),
                 Key::P(p) => PublicKey::P256(*p.verifying_key()),
             }
         }

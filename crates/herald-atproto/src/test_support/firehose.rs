@@ -61,7 +61,7 @@ impl RepoKey {
 
     pub fn public(&self) -> PublicKey {
         match self {
-            RepoKey::K256(k) => PublicKey::K256(*k.verifying_key()),
+            RepoKey::K256(k) => PublicKey::K256((*k.verifying_key()).into()),
             RepoKey::P256(p) => PublicKey::P256(*p.verifying_key()),
         }
     }

@@ -100,7 +100,7 @@ async fn receive(State(r): State<Arc<Receiver>>, body: Bytes) -> StatusCode {
 struct Network {
     jetstream: JetstreamService,
     plc: PlcDirectory,
-    _pds: PdsService,
+    pds: PdsService,
     actor: String,
 }
 
@@ -122,7 +122,7 @@ impl Network {
         Self {
             jetstream,
             plc,
-            _pds: pds,
+            pds,
             actor,
         }
     }
@@ -137,7 +137,8 @@ impl Network {
                 "rkey": format!("p{now}x{n}"),
                 "record": {
                     "$type": "app.bsky.feed.like", "createdAt": "2026-12-01T10:00:00.000Z",
-                    "subject": {"uri": format!("at://{to}/app.bsky.feed.post/3post"), "cid": "bafyreiaxf7tgbfydx3465sckitq6v564thxe2wwydbi7cwxbxvgssje3em"},
+                    // A post of its own: a repeated like of one post is pushed once.
+                    "subject": {"uri": format!("at://{to}/app.bsky.feed.post/post{n}"), "cid": "bafyreiaxf7tgbfydx3465sckitq6v564thxe2wwydbi7cwxbxvgssje3em"},
                 },
                 "cid": "bafyreidqpc7si3dbimffi64lz3xsx2qt45ip7rpna2qpslcddp23itjjzm",
             },
@@ -163,7 +164,7 @@ pub async fn run(args: Args) -> Result<Report, String> {
         gorush_token: None,
         metrics: PrometheusBuilder::new().build_recorder().handle(),
     });
-    let recipients = register(&state.runtime, &endpoint).await?;
+    let recipients = register(&state.runtime, &network, &endpoint).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let dispatcher = tokio::spawn(Arc::clone(&state.runtime.dispatcher).run(stop_rx.clone()));
     let source = tokio::spawn(crate::atproto_source::run(Arc::clone(&state), stop_rx));
@@ -260,20 +261,20 @@ async fn runtime(dir: &std::path::Path, network: &Network) -> Result<Runtime, St
     Runtime::start(config).await.map_err(|e| e.to_string())
 }
 
-/// A did:plc (24 base-32 characters) for recipient `n`.
-fn recipient_did(n: usize) -> String {
-    let digits: String = format!("{n:04}")
-        .bytes()
-        .map(|d| char::from(b'a' + (d - b'0')))
-        .collect();
-    format!("did:plc:recipient{digits:a>15}")
-}
-
 /// Registers the probes' recipients, each with a device at the receiver.
-async fn register(runtime: &Runtime, endpoint: &str) -> Result<Vec<String>, String> {
+async fn register(
+    runtime: &Runtime,
+    network: &Network,
+    endpoint: &str,
+) -> Result<Vec<String>, String> {
     let mut dids = Vec::new();
     for n in 0..RECIPIENTS {
-        let did = recipient_did(n);
+        // On the PLC and a PDS, as real accounts: reading their past blocks
+        // finds none.
+        let did = network.plc.create_account();
+        network
+            .plc
+            .set_identity(&did, &format!("r{n}.example.com"), &network.pds.url());
         let parsed = Did::parse(&did).map_err(|e| e.to_string())?;
         let device = NewDevice {
             account: Account::parse(&format!("atproto:{did}")).map_err(|e| e.to_string())?,

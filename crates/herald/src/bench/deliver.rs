@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use herald_core::model::{Account, AppId, Message, NewDevice, Notification, Platform, Transport};
-use herald_core::store::Store;
+use herald_core::store::{Queue, Store};
 use herald_core::time::now_ms;
 use serde_json::json;
 use tokio::sync::{Notify, watch};
@@ -33,13 +33,23 @@ pub struct Args {
     /// Concurrent sends allowed to the transport.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// The store to queue in (`postgres://…`; an empty database): by
+    /// default a fresh SQLite file.
+    #[arg(long)]
+    database_url: Option<String>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
 }
 
 pub async fn run(args: Args) -> Result<Report, String> {
-    deliver(args.count, args.producers.max(1), args.concurrency).await
+    deliver(
+        args.count,
+        args.producers.max(1),
+        args.concurrency,
+        args.database_url,
+    )
+    .await
 }
 
 /// What the receiver saw.
@@ -68,7 +78,12 @@ async fn receive(State(r): State<Arc<Receiver>>, body: Bytes) -> StatusCode {
     StatusCode::CREATED
 }
 
-async fn deliver(count: usize, producers: usize, concurrency: usize) -> Result<Report, String> {
+async fn deliver(
+    count: usize,
+    producers: usize,
+    concurrency: usize,
+    database_url: Option<String>,
+) -> Result<Report, String> {
     if count == 0 {
         return Err("--count must be at least 1".into());
     }
@@ -87,8 +102,14 @@ async fn deliver(count: usize, producers: usize, concurrency: usize) -> Result<R
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let dir = scratch_dir("deliver")?;
+    let store = if database_url.is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
     let mut config = Config {
-        database_url: format!("sqlite://{}/bench.db", dir.display()),
+        database_url: database_url
+            .unwrap_or_else(|| format!("sqlite://{}/bench.db", dir.display())),
         allow_private_endpoints: true,
         ..Config::default()
     };
@@ -104,6 +125,12 @@ async fn deliver(count: usize, producers: usize, concurrency: usize) -> Result<R
         },
     );
     let runtime = Runtime::start(config).await.map_err(|e| e.to_string())?;
+    let waiting = runtime.store.depth().await.map_err(|e| e.to_string())?;
+    if waiting > 0 {
+        return Err(format!(
+            "the database already holds {waiting} queued deliveries; give an empty one"
+        ));
+    }
     let account = Account::parse("bench:alice").expect("valid literal");
     runtime
         .store
@@ -170,13 +197,13 @@ async fn deliver(count: usize, producers: usize, concurrency: usize) -> Result<R
     }
     let latencies_us = std::mem::take(&mut *receiver.latencies_us.lock().unwrap());
     Ok(Report {
-        title: "deliver (SQLite queue -> UnifiedPush -> local receiver)".into(),
+        title: format!("deliver ({store} queue -> UnifiedPush -> local receiver)"),
         unit: "deliveries",
         count,
         elapsed,
         latencies_us,
         facts: vec![
-            ("store", json!("sqlite")),
+            ("store", json!(store)),
             ("producers", json!(producers)),
             ("concurrency", json!(concurrency)),
         ],

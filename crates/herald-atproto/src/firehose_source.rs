@@ -24,6 +24,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 use url::Url;
@@ -38,6 +39,11 @@ use crate::ws_source::{
 };
 pub use crate::ws_source::{SinkClosed, StatusHandle};
 pub use herald_core::retry::ReconnectPolicy;
+
+/// Frames verified at once, in order: enough to overlap DID lookups of
+/// repositories not yet in the cache, few enough to keep memory small
+/// (a frame is at most 5 MB; real ones about 5 KB).
+pub const VERIFY_AHEAD: usize = 32;
 
 /// The endpoint, appended to each configured base URL.
 pub const SUBSCRIBE_REPOS_PATH: &str = "/xrpc/com.atproto.sync.subscribeRepos";
@@ -223,13 +229,27 @@ impl FirehoseVerifier {
 
     /// Runs until the source's channel closes or the pipeline's receiver is
     /// gone.
+    ///
+    /// Up to [`VERIFY_AHEAD`] frames are verified at once and handed on in
+    /// their order: a repository seen for the first time costs a DID
+    /// lookup, which would otherwise hold every frame behind it.
     pub async fn run(
         self,
-        mut frames: mpsc::Receiver<SequencedMessage>,
+        frames: mpsc::Receiver<SequencedMessage>,
         events: mpsc::Sender<RawEvent>,
     ) {
-        while let Some(frame) = frames.recv().await {
-            for event in self.events_of(&frame).await {
+        let frames = futures_util::stream::unfold(frames, |mut frames| async move {
+            frames.recv().await.map(|frame| (frame, frames))
+        });
+        let verified = frames
+            .map(|frame| {
+                let this = &self;
+                async move { this.events_of(&frame).await }
+            })
+            .buffered(VERIFY_AHEAD);
+        futures_util::pin_mut!(verified);
+        while let Some(batch) = verified.next().await {
+            for event in batch {
                 if events.send(event).await.is_err() {
                     return;
                 }

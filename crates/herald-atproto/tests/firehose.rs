@@ -6,19 +6,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use herald_atproto::did::{Did, PublicKey};
 use herald_atproto::firehose::CommitVerifier;
 use herald_atproto::firehose_source::{
     FirehoseConfig, FirehoseSource, FirehoseVerifier, ReconnectPolicy, SequencedMessage,
 };
 use herald_atproto::jetstream::RawEvent;
-use herald_atproto::service_auth::KeyResolver;
+use herald_atproto::service_auth::{KeyResolver, ResolveError};
 use herald_atproto::test_support::firehose::{RepoKey, StaticKeys, commit_frame};
 use herald_standins::firehose::FirehoseService;
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use url::Url;
 
 const ALICE: &str = "did:plc:aliceeeeeeeeeeeeeeeeeeee";
+const CAROL: &str = "did:plc:carollllllllllllllllllll";
 const BOB: &str = "did:plc:bobbbbbbbbbbbbbbbbbbbbbb";
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -58,6 +60,14 @@ struct Running {
 }
 
 fn start(firehose: &FirehoseService, cursor: Option<u64>, keys: StaticKeys) -> Running {
+    start_with(firehose, cursor, Arc::new(keys))
+}
+
+fn start_with(
+    firehose: &FirehoseService,
+    cursor: Option<u64>,
+    keys: Arc<dyn KeyResolver>,
+) -> Running {
     let config = FirehoseConfig {
         urls: vec![Url::parse(&firehose.url()).unwrap()],
         reconnect: ReconnectPolicy {
@@ -67,7 +77,6 @@ fn start(firehose: &FirehoseService, cursor: Option<u64>, keys: StaticKeys) -> R
         },
     };
     let source = FirehoseSource::new(config, cursor).unwrap();
-    let keys: Arc<dyn KeyResolver> = Arc::new(keys);
     let verifier = FirehoseVerifier::new(Some(CommitVerifier::new(keys)));
     let verify = verifier.stats();
     let (stop, stop_rx) = watch::channel(false);
@@ -168,6 +177,65 @@ async fn a_future_cursor_starts_again_at_the_live_tip() {
     }
     assert_eq!(firehose.queries(), ["cursor=999", ""]);
     firehose.publish(2, alice_likes(2, 2, &alice));
+    assert_eq!(next(&mut running).await.0, 2);
+    let _ = running.stop.send(true);
+}
+
+/// Keys whose look-up for one DID waits until the test opens the gate: a
+/// repository the DID cache has not seen yet.
+struct GatedKeys {
+    keys: StaticKeys,
+    gated: &'static str,
+    gate: Arc<Notify>,
+}
+
+#[async_trait::async_trait]
+impl KeyResolver for GatedKeys {
+    async fn signing_key(
+        &self,
+        did: &Did,
+        key_id: &str,
+        fresh: bool,
+    ) -> Result<PublicKey, ResolveError> {
+        if did.as_str() == self.gated {
+            self.gate.notified().await;
+        }
+        self.keys.signing_key(did, key_id, fresh).await
+    }
+}
+
+#[tokio::test]
+async fn a_slow_key_lookup_holds_no_other_verification_and_order_is_kept() {
+    let firehose = FirehoseService::start().await;
+    let (alice, carol) = (RepoKey::k256(1), RepoKey::k256(3));
+    let mut keys = keys_with(ALICE, &alice);
+    keys.insert(CAROL, carol.public());
+    let gate = Arc::new(Notify::new());
+    let gated = GatedKeys {
+        keys,
+        gated: CAROL,
+        gate: Arc::clone(&gate),
+    };
+    let mut running = start_with(&firehose, Some(0), Arc::new(gated));
+    firehose.publish(
+        1,
+        commit_frame(1, &carol, CAROL, &tid(1), &[like("3carol")]),
+    );
+    firehose.publish(2, alice_likes(2, 2, &alice));
+    // Alice's commit is verified while carol's key is still being looked up…
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while running.verify.verified() < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alice's commit waited for carol's key"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // …but nothing is handed on out of order.
+    assert!(running.events.try_recv().is_err());
+    gate.notify_one();
+    let (first, event) = next(&mut running).await;
+    assert_eq!((first, event["did"].as_str()), (1, Some(CAROL)));
     assert_eq!(next(&mut running).await.0, 2);
     let _ = running.stop.send(true);
 }

@@ -35,7 +35,7 @@ use crate::firehose::{
 use crate::jetstream::RawEvent;
 use crate::time::unix_micros;
 use crate::ws_source::{
-    Position, Received, UrlError, WebSocketSource, Wire, preview, websocket_urls,
+    Position, Received, UrlError, WebSocketSource, Wire, check_websocket_urls, preview,
 };
 pub use crate::ws_source::{SinkClosed, StatusHandle};
 pub use herald_core::retry::ReconnectPolicy;
@@ -159,7 +159,7 @@ impl FirehoseSource {
     /// A source that will start after `cursor` (a stored `seq`), or at the
     /// live tip without one.
     pub fn new(config: FirehoseConfig, cursor: Option<u64>) -> Result<Self, UrlError> {
-        websocket_urls(&config.urls)?;
+        check_websocket_urls(&config.urls)?;
         Ok(Self(WebSocketSource::new(
             FirehoseWire,
             config.urls,

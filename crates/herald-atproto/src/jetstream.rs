@@ -38,7 +38,7 @@ use url::Url;
 use crate::jetstream_frame::{Dictionary, FrameDecoder, FrameError, FrameLimits};
 use crate::time::unix_micros;
 use crate::ws_source::{
-    Position, Received, UrlError, WebSocketSource, Wire, preview, websocket_urls,
+    Position, Received, UrlError, WebSocketSource, Wire, check_websocket_urls, preview,
 };
 pub use crate::ws_source::{SinkClosed, SourceStatus, StatusHandle};
 
@@ -217,7 +217,7 @@ impl JetstreamSource {
     /// A source that will start from `cursor` (microseconds, as stored), or
     /// at the live tip without one.
     pub fn new(config: JetstreamConfig, cursor: Option<u64>) -> Result<Self, JetstreamError> {
-        websocket_urls(&config.urls)?;
+        check_websocket_urls(&config.urls)?;
         if config.collections.len() > MAX_COLLECTIONS {
             return Err(JetstreamError::TooManyCollections(config.collections.len()));
         }

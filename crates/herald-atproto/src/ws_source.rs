@@ -440,7 +440,7 @@ pub(crate) fn preview(text: &str) -> String {
 
 /// The URLs of a configuration, refused unless there is at least one and
 /// each is ws:// or wss://.
-pub fn websocket_urls(urls: &[Url]) -> Result<(), UrlError> {
+pub fn check_websocket_urls(urls: &[Url]) -> Result<(), UrlError> {
     if urls.is_empty() {
         return Err(UrlError::NoUrls);
     }

@@ -142,56 +142,90 @@ impl Reader {
     }
 }
 
-/// What the configuration asks for: the reader, the cursor's name and the
-/// replay window; `None` when no source is to run.
-fn configured(
+/// Which AT Protocol source the configuration runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    Jetstream,
+    Firehose,
+}
+
+impl SourceKind {
+    /// `None` when no source is to run (no identity, or switched off).
+    pub fn of(runtime: &crate::runtime::Runtime) -> Option<Self> {
+        if runtime.jetstream_config.is_some() {
+            Some(SourceKind::Jetstream)
+        } else if runtime.firehose_config.is_some() {
+            Some(SourceKind::Firehose)
+        } else {
+            None
+        }
+    }
+
+    /// The key in `/health` and the metrics' `source` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            SourceKind::Jetstream => "jetstream",
+            SourceKind::Firehose => "firehose",
+        }
+    }
+
+    /// Where the cursor and the kept state are stored: a firehose `seq`
+    /// must never be read as a Jetstream time.
+    fn store_name(self) -> &'static str {
+        match self {
+            SourceKind::Jetstream => SOURCE_NAME,
+            SourceKind::Firehose => FIREHOSE_SOURCE_NAME,
+        }
+    }
+}
+
+/// The reader `kind` needs and its replay window.
+fn reader(
+    kind: SourceKind,
     runtime: &crate::runtime::Runtime,
     atproto: &crate::atproto::AtprotoService,
     cursor: Option<u64>,
-) -> Option<Result<(Reader, &'static str, Duration), String>> {
+) -> Result<(Reader, Duration), String> {
     let settings = &runtime.config.atproto;
-    if let Some(config) = runtime.jetstream_config.clone() {
-        let age = Duration::from_secs(settings.jetstream.max_event_age_secs);
-        return Some(
-            JetstreamSource::new(config, cursor)
-                .map(|source| (Reader::Jetstream(source), SOURCE_NAME, age))
-                .map_err(|e| e.to_string()),
-        );
+    let configured = |what: &str| format!("the {what} source is not configured");
+    match kind {
+        SourceKind::Jetstream => {
+            let config = runtime
+                .jetstream_config
+                .clone()
+                .ok_or_else(|| configured("Jetstream"))?;
+            let source = JetstreamSource::new(config, cursor).map_err(|e| e.to_string())?;
+            let age = Duration::from_secs(settings.jetstream.max_event_age_secs);
+            Ok((Reader::Jetstream(source), age))
+        }
+        SourceKind::Firehose => {
+            let config = runtime
+                .firehose_config
+                .clone()
+                .ok_or_else(|| configured("firehose"))?;
+            let source = FirehoseSource::new(config, cursor).map_err(|e| e.to_string())?;
+            let keys = Arc::clone(&atproto.resolver) as Arc<dyn KeyResolver>;
+            let verifier = settings.firehose.verify.then(|| CommitVerifier::new(keys));
+            let age = Duration::from_secs(settings.firehose.max_event_age_secs);
+            Ok((
+                Reader::Firehose(source, FirehoseVerifier::new(verifier)),
+                age,
+            ))
+        }
     }
-    let config = runtime.firehose_config.clone()?;
-    let age = Duration::from_secs(settings.firehose.max_event_age_secs);
-    let verifier = settings
-        .firehose
-        .verify
-        .then(|| CommitVerifier::new(Arc::clone(&atproto.resolver) as Arc<dyn KeyResolver>));
-    Some(
-        FirehoseSource::new(config, cursor)
-            .map(|source| {
-                let reader = Reader::Firehose(source, FirehoseVerifier::new(verifier));
-                (reader, FIREHOSE_SOURCE_NAME, age)
-            })
-            .map_err(|e| e.to_string()),
-    )
 }
 
 /// Runs the source until `stop`; returns at once when it is switched off.
 pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     let runtime = &state.runtime;
-    let Some(atproto) = &runtime.atproto else {
+    let (Some(atproto), Some(kind)) = (&runtime.atproto, SourceKind::of(runtime)) else {
         return;
     };
-    if runtime.jetstream_config.is_none() && runtime.firehose_config.is_none() {
-        return;
-    }
     tokio::select! {
         () = runtime.recipients.wait_for_someone() => {}
         _ = stop.wait_for(|s| *s) => return,
     }
-    let source_name = if runtime.jetstream_config.is_some() {
-        SOURCE_NAME
-    } else {
-        FIREHOSE_SOURCE_NAME
-    };
+    let source_name = kind.store_name();
     let cursor = match runtime.store.cursor(source_name).await {
         Ok(cursor) => cursor.and_then(|c| c.parse::<u64>().ok()),
         Err(e) => {
@@ -201,13 +235,12 @@ pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
             None
         }
     };
-    let (reader, source_name, max_event_age) = match configured(runtime, atproto, cursor) {
-        Some(Ok(configured)) => configured,
-        Some(Err(e)) => {
+    let (reader, max_event_age) = match reader(kind, runtime, atproto, cursor) {
+        Ok(configured) => configured,
+        Err(e) => {
             tracing::error!(error = %e, "cannot start the AT Protocol source");
             return;
         }
-        None => return,
     };
     let mut pipeline = JetstreamPipeline::new(
         Arc::clone(&runtime.recipients),
@@ -245,11 +278,7 @@ pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     }
     let pipeline = pipeline.with_state_updates(updates_rx).starting_at(cursor);
     let backfill_stats = Arc::new(BackfillStats::default());
-    let name = if source_name == SOURCE_NAME {
-        "jetstream"
-    } else {
-        "firehose"
-    };
+    let name = kind.label();
     let _ = runtime.source_health.set(SourceHealth {
         name,
         status: reader.status(),

@@ -116,19 +116,14 @@ fn atproto_health(runtime: &Runtime) -> serde_json::Value {
     if runtime.atproto.is_none() {
         return serde_json::Value::Null;
     }
-    let configured = if runtime.firehose_config.is_some() {
-        "firehose"
-    } else {
-        "jetstream"
+    let Some(kind) = crate::atproto_source::SourceKind::of(runtime) else {
+        return json!({"accounts": runtime.recipients.len(), "jetstream": "disabled"});
     };
     let source = match runtime.source_health.get() {
         Some(health) => health.json(),
-        None if runtime.jetstream_config.is_none() && runtime.firehose_config.is_none() => {
-            json!("disabled")
-        }
         None => json!("waiting for the first AT Protocol device"),
     };
-    json!({"accounts": runtime.recipients.len(), configured: source})
+    json!({"accounts": runtime.recipients.len(), kind.label(): source})
 }
 
 /// The Nostr side: registered keys and the relay source, when it runs.

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge, histogram};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::model::{Delivery, Transport};
@@ -150,6 +150,8 @@ impl Dispatcher {
     ) {
         let limit = self.config.concurrency_for(transport);
         let permits = Arc::new(Semaphore::new(limit));
+        let (finished, settling) = mpsc::unbounded_channel();
+        tokio::spawn(Arc::clone(&self).write_settlements(settling, limit));
         while !*shutdown.borrow() {
             let first = tokio::select! {
                 p = Arc::clone(&permits).acquire_owned() => p.expect("semaphore never closed"),
@@ -185,17 +187,48 @@ impl Dispatcher {
                 };
                 let this = Arc::clone(&self);
                 let provider = Arc::clone(&provider);
+                let finished = finished.clone();
                 gauge!("herald_dispatcher_in_flight", "transport" => transport.as_str())
                     .increment(1.0);
                 tokio::spawn(async move {
-                    this.attempt(provider.as_ref(), delivery).await;
+                    let settlement = this.attempt(provider.as_ref(), &delivery).await;
                     gauge!("herald_dispatcher_in_flight", "transport" => transport.as_str())
                         .decrement(1.0);
-                    drop(permit);
+                    // The permit travels with the settlement: it frees only
+                    // once the settlement is written, so shutdown's drain
+                    // waits for the write too.
+                    let _ = finished.send(Finished {
+                        id: delivery.id,
+                        settlement,
+                        permit,
+                    });
                 });
             }
         }
+        drop(finished);
         self.drain(transport, &permits, limit).await;
+    }
+
+    /// Writes finished attempts' settlements, all that are waiting in one
+    /// write, then frees their permits. Ends when the transport loop and
+    /// every attempt it started have gone.
+    async fn write_settlements(
+        self: Arc<Self>,
+        mut settling: mpsc::UnboundedReceiver<Finished>,
+        limit: usize,
+    ) {
+        let mut batch = Vec::with_capacity(limit);
+        while settling.recv_many(&mut batch, limit).await > 0 {
+            let (settlements, permits): (Vec<_>, Vec<_>) = batch
+                .drain(..)
+                .map(|f| ((f.id, f.settlement), f.permit))
+                .unzip();
+            histogram!("herald_queue_settle_batch").record(settlements.len() as f64);
+            if let Err(e) = self.queue.settle(&settlements).await {
+                tracing::warn!(deliveries = settlements.len(), error = %e, "settling deliveries failed; they may be attempted again when their leases end");
+            }
+            drop(permits);
+        }
     }
 
     async fn time_until_next_due(&self, transport: Transport) -> Duration {
@@ -229,28 +262,28 @@ impl Dispatcher {
         }
     }
 
-    /// One attempt: send, measure, and settle the delivery by its outcome.
-    async fn attempt(&self, provider: &dyn Provider, delivery: Delivery) {
+    /// One attempt: send, measure, and decide how the delivery leaves.
+    async fn attempt(&self, provider: &dyn Provider, delivery: &Delivery) -> Settlement {
         let started = Instant::now();
-        let outcome = provider.send(&delivery).await;
+        let outcome = provider.send(delivery).await;
         histogram!("herald_provider_latency_seconds", "transport" => delivery.transport.as_str())
             .record(started.elapsed().as_secs_f64());
-        self.settle(&delivery, outcome).await;
+        self.settlement(delivery, outcome).await
     }
 
-    async fn settle(&self, delivery: &Delivery, outcome: Outcome) {
-        let (settlement, label) = match &outcome {
-            Outcome::Delivered => (Settlement::Remove, "delivered"),
+    async fn settlement(&self, delivery: &Delivery, outcome: Outcome) -> Settlement {
+        let label = match &outcome {
+            Outcome::Delivered => "delivered",
             Outcome::TokenDead { reason } => {
                 tracing::info!(delivery = delivery.id, device = delivery.device_id, transport = %delivery.transport, reason, "token dead; removing device");
                 if let Err(e) = self.store.remove_device_by_id(delivery.device_id).await {
                     tracing::warn!(device = delivery.device_id, error = %e, "removing a dead device failed");
                 }
-                (Settlement::Remove, "token_dead")
+                "token_dead"
             }
             Outcome::Rejected { reason } => {
                 tracing::warn!(delivery = delivery.id, app = %delivery.app_id, transport = %delivery.transport, reason, "delivery rejected permanently");
-                (Settlement::Remove, "rejected")
+                "rejected"
             }
             Outcome::Retry { after, reason } => {
                 match self.config.retry.decide(
@@ -269,25 +302,23 @@ impl Dispatcher {
                             "retrying later"
                         );
                         let error = reason.clone();
-                        if let Err(e) = self
-                            .queue
-                            .settle(delivery.id, Settlement::RetryAt { due_at, error })
-                            .await
-                        {
-                            tracing::warn!(delivery = delivery.id, error = %e, "scheduling a retry failed; the lease will expire and release it");
-                        }
-                        return;
+                        return Settlement::RetryAt { due_at, error };
                     }
                     RetryDecision::GiveUp(why) => {
                         tracing::warn!(delivery = delivery.id, app = %delivery.app_id, transport = %delivery.transport, reason, why, "giving up on delivery");
-                        (Settlement::Remove, "expired")
+                        "expired"
                     }
                 }
             }
         };
         counter!("herald_deliveries_total", "app" => delivery.app_id.to_string(), "transport" => delivery.transport.as_str(), "outcome" => label).increment(1);
-        if let Err(e) = self.queue.settle(delivery.id, settlement).await {
-            tracing::warn!(delivery = delivery.id, error = %e, "settling a delivery failed; it may be attempted again");
-        }
+        Settlement::Remove
     }
+}
+
+/// An attempt that is over, waiting for its settlement to be written.
+struct Finished {
+    id: i64,
+    settlement: Settlement,
+    permit: OwnedSemaphorePermit,
 }

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use crate::model::{Account, AppId, Delivery, Device, NewDelivery, NewDevice, Platform, Transport};
 use crate::time::UnixMillis;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The backend cannot be reached (connection refused, pool timed out).
     #[error("store unavailable: {0}")]
@@ -140,7 +140,10 @@ pub trait Queue: Send + Sync {
         lease_until: UnixMillis,
     ) -> Result<Vec<Delivery>, StoreError>;
 
-    async fn settle(&self, id: i64, settlement: Settlement) -> Result<(), StoreError>;
+    /// Settles claimed deliveries, each by its id, in one write: a
+    /// dispatcher settles what finished together, so a busy queue pays one
+    /// commit for many attempts (issue 8).
+    async fn settle(&self, settlements: &[(i64, Settlement)]) -> Result<(), StoreError>;
 
     /// Deliveries waiting, leased or not.
     async fn depth(&self) -> Result<u64, StoreError>;

@@ -11,9 +11,10 @@ pub enum Backend {
     Postgres,
 }
 
-/// Connections in the SQLite pool. SQLite has one writer at a time; a few
-/// connections let reads (device look-ups) proceed beside a write in WAL mode.
-const SQLITE_POOL_SIZE: u32 = 4;
+/// Connections in the SQLite pool for reads. SQLite has one writer at a
+/// time, which gets a connection of its own; in WAL mode these let reads
+/// (device look-ups) proceed beside a write.
+const SQLITE_POOL_SIZE: u32 = 3;
 /// Connections in the PostgreSQL pool per process.
 const POSTGRES_POOL_SIZE: u32 = 16;
 /// How long a request waits for a pooled connection before the store reports unavailable.
@@ -62,13 +63,23 @@ impl Backend {
         }
     }
 
+    /// Connections for writes: SQLite's one writer, or PostgreSQL's shared pool.
+    pub fn writer_pool_size(self) -> u32 {
+        match self {
+            Backend::Sqlite => 1,
+            Backend::Postgres => POSTGRES_POOL_SIZE,
+        }
+    }
+
     /// Statements run on every new connection.
     pub fn connection_setup(self) -> Option<&'static str> {
         match self {
             // WAL lets readers run beside the writer. synchronous=NORMAL keeps
             // every commit across a process crash (the WAL is written before
             // COMMIT returns); only a power loss can take the last commits.
-            // busy_timeout: a write waits up to 5 s for the lock before failing.
+            // busy_timeout: a write waits up to 5 s for the lock before failing
+            // (only another process can hold it; this one writes through one
+            // connection).
             Backend::Sqlite => Some(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                  PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
@@ -136,6 +147,53 @@ impl Backend {
                            message, created_at, attempts"
             }
         }
+    }
+
+    /// Queues the deliveries of `$1`, a JSON array of
+    /// `[device_id, account, app_id, platform, transport, token, options,
+    /// message, created_at]` rows (options and message as JSON text), in one
+    /// statement: one round trip to the database however many there are.
+    /// A row whose device was removed meanwhile is skipped, not an error.
+    pub fn insert_deliveries_sql(self) -> &'static str {
+        match self {
+            Backend::Sqlite => {
+                "INSERT INTO deliveries (device_id, account, app_id, platform, transport, token, \
+                                         options, message, created_at, due_at) \
+                 SELECT d.value ->> 0, d.value ->> 1, d.value ->> 2, d.value ->> 3, d.value ->> 4, \
+                        d.value ->> 5, d.value ->> 6, d.value ->> 7, d.value ->> 8, d.value ->> 8 \
+                 FROM json_each($1) AS d \
+                 WHERE EXISTS (SELECT 1 FROM devices WHERE id = d.value ->> 0)"
+            }
+            Backend::Postgres => {
+                "INSERT INTO deliveries (device_id, account, app_id, platform, transport, token, \
+                                         options, message, created_at, due_at) \
+                 SELECT (d ->> 0)::bigint, d ->> 1, d ->> 2, d ->> 3, d ->> 4, d ->> 5, d ->> 6, \
+                        d ->> 7, (d ->> 8)::bigint, (d ->> 8)::bigint \
+                 FROM json_array_elements($1::json) AS d \
+                 WHERE EXISTS (SELECT 1 FROM devices WHERE id = (d ->> 0)::bigint)"
+            }
+        }
+    }
+
+    /// Removes the deliveries whose ids `$1` lists as a JSON array.
+    pub fn remove_deliveries_sql(self) -> &'static str {
+        match self {
+            Backend::Sqlite => {
+                "DELETE FROM deliveries WHERE id IN (SELECT value FROM json_each($1))"
+            }
+            Backend::Postgres => {
+                "DELETE FROM deliveries \
+                 WHERE id IN (SELECT json_array_elements_text($1::json)::bigint)"
+            }
+        }
+    }
+
+    /// Whether the pool checks a connection before lending it. A SQLite
+    /// connection is a file handle in this process and cannot go stale, and
+    /// the check is a round trip to its worker thread on every query; a
+    /// PostgreSQL connection can be cut by the server or the network.
+    pub fn test_before_acquire(self) -> bool {
+        self == Backend::Postgres
     }
 
     /// Releases every lease at start-up. Only SQLite: its file belongs to one

@@ -7,9 +7,11 @@
 //! set-up, DDL, and row locking in the claim — lives in `backend`.
 
 mod backend;
+mod group_commit;
 mod migrate;
 mod rows;
 mod sql_store;
+mod writes;
 
 pub use backend::{Backend, redact_url};
 pub use sql_store::SqlStore;

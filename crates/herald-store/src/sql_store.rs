@@ -7,31 +7,26 @@ use herald_core::model::{
 use herald_core::store::{EnqueueReport, Queue, Settlement, StateChange, Store, StoreError};
 use herald_core::time::{UnixMillis, now_ms};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{Any, AnyPool, Executor, Transaction};
-use std::sync::Arc;
-use tokio::sync::{Mutex, MutexGuard};
+use sqlx::{AnyPool, Executor};
 
 use crate::backend::{ACQUIRE_TIMEOUT, Backend, redact_url};
+use crate::group_commit::GroupCommit;
 use crate::map_err;
 use crate::migrate;
-use crate::rows::{DeliveryRow, DeviceRow, to_json};
-
-/// The columns a `DeviceRow` reads, as a literal so queries stay `&'static str`.
-macro_rules! device_columns {
-    () => {
-        "id, account, app_id, platform, transport, token, options, created_at, updated_at"
-    };
-}
+use crate::rows::DeviceRow;
+use crate::writes::{self, device_columns};
 
 #[derive(Clone)]
 pub struct SqlStore {
+    /// Reads.
     pool: AnyPool,
+    /// Writes, committed in groups through `writer`'s connections. On
+    /// SQLite one connection: SQLite has one writer at a time, and one
+    /// connection keeps its page cache, which SQLite drops whenever another
+    /// connection has written. On PostgreSQL the pool reads use too.
+    writes: GroupCommit,
     backend: Backend,
-    /// SQLite has one writer at a time, and a connection that finds the lock
-    /// taken sleeps in its busy handler (1, 2, 5, … ms), which under load
-    /// costs more than the write. Queuing writers here instead hands the lock
-    /// over without sleeping. PostgreSQL locks rows and needs none of this.
-    write_lock: Arc<Mutex<()>>,
+    writer: AnyPool,
 }
 
 impl SqlStore {
@@ -39,28 +34,16 @@ impl SqlStore {
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         install_default_drivers();
         let (backend, url) = Backend::from_url(url)?;
-        let setup = backend.connection_setup();
-        let pool = AnyPoolOptions::new()
-            .max_connections(backend.pool_size())
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if let Some(setup) = setup {
-                        conn.execute(sqlx::raw_sql(setup)).await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(&url)
-            .await
-            .map_err(|e| {
-                StoreError::Unavailable(format!("cannot open {}: {e}", redact_url(&url)))
-            })?;
-        migrate::run(&pool, backend).await?;
+        let writer = connect(backend, &url, backend.writer_pool_size()).await?;
+        migrate::run(&writer, backend).await?;
+        let pool = match backend {
+            Backend::Sqlite => connect(backend, &url, backend.pool_size()).await?,
+            Backend::Postgres => writer.clone(),
+        };
         if let Some(sql) = backend.release_leases_sql() {
             let released = sqlx::query(sql)
                 .bind(now_ms())
-                .execute(&pool)
+                .execute(&writer)
                 .await
                 .map_err(map_err)?
                 .rows_affected();
@@ -70,17 +53,10 @@ impl SqlStore {
         }
         Ok(Self {
             pool,
+            writes: GroupCommit::start(writer.clone()),
             backend,
-            write_lock: Arc::new(Mutex::new(())),
+            writer,
         })
-    }
-
-    /// Held for the duration of every write on SQLite; `None` on PostgreSQL.
-    async fn writing(&self) -> Option<MutexGuard<'_, ()>> {
-        match self.backend {
-            Backend::Sqlite => Some(self.write_lock.lock().await),
-            Backend::Postgres => None,
-        }
     }
 
     pub fn backend(&self) -> Backend {
@@ -94,60 +70,7 @@ impl SqlStore {
 
     pub async fn close(&self) {
         self.pool.close().await;
-    }
-
-    async fn insert_deliveries(
-        tx: &mut Transaction<'static, Any>,
-        deliveries: &[NewDelivery],
-    ) -> Result<EnqueueReport, StoreError> {
-        let mut report = EnqueueReport::default();
-        for d in deliveries {
-            if let Some(key) = &d.dedupe_key {
-                // Claims the key unless an unexpired claim exists. A device
-                // removed meanwhile makes the EXISTS false and nothing is
-                // written, rather than failing the whole batch on the FK.
-                let claimed = sqlx::query(
-                    "INSERT INTO dedupe (device_id, dedupe_key, expires_at) \
-                     SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM devices WHERE id = $1) \
-                     ON CONFLICT (device_id, dedupe_key) DO UPDATE SET expires_at = excluded.expires_at \
-                     WHERE dedupe.expires_at <= $4",
-                )
-                .bind(d.device.id)
-                .bind(key.as_str())
-                .bind(d.created_at.saturating_add(d.dedupe_window_ms))
-                .bind(d.created_at)
-                .execute(&mut **tx)
-                .await
-                .map_err(map_err)?
-                .rows_affected();
-                if claimed == 0 {
-                    report.deduplicated += 1;
-                    continue;
-                }
-            }
-            let r = &d.device.registration;
-            let inserted = sqlx::query(
-                "INSERT INTO deliveries (device_id, account, app_id, platform, transport, token, \
-                                         options, message, created_at, due_at) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $9 \
-                 WHERE EXISTS (SELECT 1 FROM devices WHERE id = $1)",
-            )
-            .bind(d.device.id)
-            .bind(r.account.as_str())
-            .bind(r.app_id.as_str())
-            .bind(r.platform.as_str())
-            .bind(r.transport.as_str())
-            .bind(r.token.as_str())
-            .bind(to_json(&r.options)?)
-            .bind(to_json(&d.message)?)
-            .bind(d.created_at)
-            .execute(&mut **tx)
-            .await
-            .map_err(map_err)?
-            .rows_affected();
-            report.queued += inserted;
-        }
-        Ok(report)
+        self.writer.close().await;
     }
 }
 
@@ -166,53 +89,21 @@ impl Store for SqlStore {
         device: &NewDevice,
         now: UnixMillis,
     ) -> Result<Device, StoreError> {
-        let _writing = self.writing().await;
-        // One statement: the trigger of migration 3 drops what was queued
-        // for the account a token moved away from, inside this upsert.
-        let sql = concat!(
-            "INSERT INTO devices (account, app_id, platform, transport, token, options, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
-             ON CONFLICT (app_id, token) DO UPDATE SET account = excluded.account, \
-                 platform = excluded.platform, transport = excluded.transport, \
-                 options = excluded.options, updated_at = excluded.updated_at \
-             RETURNING ",
-            device_columns!()
-        );
-        let DeviceRow(stored) = sqlx::query_as::<_, DeviceRow>(sql)
-            .bind(device.account.as_str())
-            .bind(device.app_id.as_str())
-            .bind(device.platform.as_str())
-            .bind(device.transport.as_str())
-            .bind(device.token.as_str())
-            .bind(to_json(&device.options)?)
-            .bind(now)
-            .fetch_one(&self.pool)
+        self.writes
+            .write_statement((device.clone(), now), writes::upsert_device)
             .await
-            .map_err(map_err)?;
-        Ok(stored)
     }
 
     async fn remove_device(&self, app_id: &AppId, token: &str) -> Result<bool, StoreError> {
-        let _writing = self.writing().await;
-        let removed = sqlx::query("DELETE FROM devices WHERE app_id = $1 AND token = $2")
-            .bind(app_id.as_str())
-            .bind(token)
-            .execute(&self.pool)
+        self.writes
+            .write_statement((app_id.clone(), token.to_owned()), writes::remove_device)
             .await
-            .map_err(map_err)?
-            .rows_affected();
-        Ok(removed > 0)
     }
 
     async fn remove_device_by_id(&self, id: i64) -> Result<bool, StoreError> {
-        let _writing = self.writing().await;
-        let removed = sqlx::query("DELETE FROM devices WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
+        self.writes
+            .write_statement(id, writes::remove_device_by_id)
             .await
-            .map_err(map_err)?
-            .rows_affected();
-        Ok(removed > 0)
     }
 
     async fn devices_for_account(&self, account: &Account) -> Result<Vec<Device>, StoreError> {
@@ -287,22 +178,16 @@ impl Store for SqlStore {
         namespace: &str,
         registered_before: UnixMillis,
     ) -> Result<u64, StoreError> {
-        let _writing = self.writing().await;
-        let (length, prefix) = namespace_prefix(namespace);
-        // Queued deliveries and dedupe keys go with their device (ON DELETE CASCADE).
-        let removed = sqlx::query(
-            "DELETE FROM devices \
-             WHERE app_id = $1 AND substr(account, 1, $2) = $3 AND updated_at < $4",
-        )
-        .bind(app_id.as_str())
-        .bind(length)
-        .bind(prefix)
-        .bind(registered_before)
-        .execute(&self.pool)
-        .await
-        .map_err(map_err)?
-        .rows_affected();
-        Ok(removed)
+        let (prefix_length, prefix) = namespace_prefix(namespace);
+        let expiry = writes::Expiry {
+            app_id: app_id.clone(),
+            prefix_length,
+            prefix,
+            registered_before,
+        };
+        self.writes
+            .write_statement(expiry, writes::expire_devices)
+            .await
     }
 
     async fn cursor(&self, source: &str) -> Result<Option<String>, StoreError> {
@@ -325,11 +210,16 @@ impl Store for SqlStore {
 #[async_trait]
 impl Queue for SqlStore {
     async fn enqueue(&self, deliveries: &[NewDelivery]) -> Result<EnqueueReport, StoreError> {
-        let _writing = self.writing().await;
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let report = Self::insert_deliveries(&mut tx, deliveries).await?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(report)
+        if deliveries.is_empty() {
+            return Ok(EnqueueReport::default());
+        }
+        let input = (self.backend, deliveries.to_vec());
+        // Without dedupe keys an enqueue is one INSERT.
+        if deliveries.iter().all(|d| d.dedupe_key.is_none()) {
+            self.writes.write_statement(input, writes::enqueue).await
+        } else {
+            self.writes.write(input, writes::enqueue).await
+        }
     }
 
     async fn enqueue_and_advance(
@@ -339,36 +229,16 @@ impl Queue for SqlStore {
         deliveries: &[NewDelivery],
         state: &[StateChange],
     ) -> Result<EnqueueReport, StoreError> {
-        let _writing = self.writing().await;
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let report = Self::insert_deliveries(&mut tx, deliveries).await?;
-        for change in state {
-            let query = match &change.value {
-                Some(value) => sqlx::query(
-                    "INSERT INTO source_state (source, key, value) VALUES ($1, $2, $3) \
-                     ON CONFLICT (source, key) DO UPDATE SET value = excluded.value",
-                )
-                .bind(source)
-                .bind(&change.key)
-                .bind(value),
-                None => sqlx::query("DELETE FROM source_state WHERE source = $1 AND key = $2")
-                    .bind(source)
-                    .bind(&change.key),
-            };
-            query.execute(&mut *tx).await.map_err(map_err)?;
-        }
-        sqlx::query(
-            "INSERT INTO cursors (source, cursor, updated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (source) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
-        )
-        .bind(source)
-        .bind(cursor)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(report)
+        let advance = writes::Advance {
+            backend: self.backend,
+            source: source.to_owned(),
+            cursor: cursor.to_owned(),
+            deliveries: deliveries.to_vec(),
+            state: state.to_vec(),
+        };
+        self.writes
+            .write(advance, writes::enqueue_and_advance)
+            .await
     }
 
     async fn claim(
@@ -381,34 +251,27 @@ impl Queue for SqlStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let _writing = self.writing().await;
-        let rows = sqlx::query_as::<_, DeliveryRow>(self.backend.claim_sql())
-            .bind(lease_until)
-            .bind(transport.as_str())
-            .bind(now)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_err)?;
-        let mut claimed: Vec<Delivery> = rows.into_iter().map(|DeliveryRow(d)| d).collect();
-        // RETURNING has no order; attempts go out oldest first.
-        claimed.sort_by_key(|d| d.id);
-        Ok(claimed)
+        let claim = writes::Claim {
+            backend: self.backend,
+            transport,
+            limit: i64::try_from(limit).unwrap_or(i64::MAX),
+            now,
+            lease_until,
+        };
+        self.writes.write_statement(claim, writes::claim).await
     }
 
-    async fn settle(&self, id: i64, settlement: Settlement) -> Result<(), StoreError> {
-        let query = match &settlement {
-            Settlement::Remove => sqlx::query("DELETE FROM deliveries WHERE id = $1").bind(id),
-            Settlement::RetryAt { due_at, error } => sqlx::query(
-                "UPDATE deliveries SET due_at = $2, leased = 0, last_error = $3 WHERE id = $1",
-            )
-            .bind(id)
-            .bind(*due_at)
-            .bind(truncate(error, MAX_ERROR_BYTES)),
-        };
-        let _writing = self.writing().await;
-        query.execute(&self.pool).await.map_err(map_err)?;
-        Ok(())
+    async fn settle(&self, settlements: &[(i64, Settlement)]) -> Result<(), StoreError> {
+        if settlements.is_empty() {
+            return Ok(());
+        }
+        let input = (self.backend, settlements.to_vec());
+        // Removals alone are one DELETE; each retry is an UPDATE more.
+        if settlements.iter().all(|(_, s)| *s == Settlement::Remove) {
+            self.writes.write_statement(input, writes::settle).await
+        } else {
+            self.writes.write(input, writes::settle).await
+        }
     }
 
     async fn depth(&self) -> Result<u64, StoreError> {
@@ -424,28 +287,8 @@ impl Queue for SqlStore {
     }
 
     async fn purge_dedupe(&self, now: UnixMillis) -> Result<u64, StoreError> {
-        let _writing = self.writing().await;
-        Ok(sqlx::query("DELETE FROM dedupe WHERE expires_at <= $1")
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(map_err)?
-            .rows_affected())
+        self.writes.write_statement(now, writes::purge_dedupe).await
     }
-}
-
-/// Longest provider error kept with a delivery; enough to diagnose, bounded in size.
-const MAX_ERROR_BYTES: usize = 512;
-
-fn truncate(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 /// The account prefix of `namespace` and its length in characters, for an
@@ -454,6 +297,26 @@ fn namespace_prefix(namespace: &str) -> (i32, String) {
     let prefix = format!("{namespace}:");
     let length = i32::try_from(prefix.chars().count()).unwrap_or(i32::MAX);
     (length, prefix)
+}
+
+/// A pool of `size` connections, each set up for the backend.
+async fn connect(backend: Backend, url: &str, size: u32) -> Result<AnyPool, StoreError> {
+    let setup = backend.connection_setup();
+    AnyPoolOptions::new()
+        .max_connections(size)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .test_before_acquire(backend.test_before_acquire())
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                if let Some(setup) = setup {
+                    conn.execute(sqlx::raw_sql(setup)).await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", redact_url(url))))
 }
 
 async fn count(pool: &AnyPool, sql: &'static str) -> Result<u64, StoreError> {

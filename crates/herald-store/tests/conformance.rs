@@ -140,6 +140,8 @@ conformance!(
     claims_are_per_transport_and_bounded,
     a_leased_delivery_is_not_claimed_again_until_the_lease_ends,
     a_retried_delivery_waits_until_due,
+    one_settle_removes_and_reschedules_together,
+    a_batch_keeps_every_delivery_exactly,
     removing_a_device_drops_its_queued_deliveries,
     nothing_is_queued_for_a_device_removed_meanwhile,
     a_dedupe_key_reaches_each_device_once_per_window,
@@ -482,13 +484,13 @@ async fn a_retried_delivery_waits_until_due(h: &Harness) {
     store.enqueue(&[delivery(&d, "x", 0)]).await.unwrap();
     let c = claim_all(store, Transport::UnifiedPush, 10).await.remove(0);
     store
-        .settle(
+        .settle(&[(
             c.id,
             Settlement::RetryAt {
                 due_at: 5_000,
                 error: "HTTP 503 ".repeat(100),
             },
-        )
+        )])
         .await
         .unwrap();
     assert_eq!(
@@ -502,9 +504,78 @@ async fn a_retried_delivery_waits_until_due(h: &Harness) {
     );
     let again = claim_all(store, Transport::UnifiedPush, 5_000).await;
     assert_eq!(again.len(), 1);
-    store.settle(again[0].id, Settlement::Remove).await.unwrap();
+    store
+        .settle(&[(again[0].id, Settlement::Remove)])
+        .await
+        .unwrap();
     assert_eq!(store.depth().await.unwrap(), 0);
     assert_eq!(store.next_due(Transport::UnifiedPush).await.unwrap(), None);
+}
+
+async fn one_settle_removes_and_reschedules_together(h: &Harness) {
+    let store = &h.store;
+    let d = device(store, "alice", "t").await;
+    let batch: Vec<_> = (0..4).map(|i| delivery(&d, &i.to_string(), 0)).collect();
+    store.enqueue(&batch).await.unwrap();
+    let c = claim_all(store, Transport::UnifiedPush, 10).await;
+    assert_eq!(c.len(), 4);
+    let retry = Settlement::RetryAt {
+        due_at: 5_000,
+        error: "HTTP 429".into(),
+    };
+    store
+        .settle(&[
+            (c[0].id, Settlement::Remove),
+            (c[1].id, retry),
+            (c[2].id, Settlement::Remove),
+            (i64::MAX, Settlement::Remove),
+        ])
+        .await
+        .unwrap();
+    store.settle(&[]).await.unwrap();
+    assert_eq!(
+        store.depth().await.unwrap(),
+        2,
+        "the retry and the still leased"
+    );
+    let again = claim_all(store, Transport::UnifiedPush, 5_000).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].attempts), (c[1].id, 2));
+    let leased = claim_all(store, Transport::UnifiedPush, 10 + LEASE).await;
+    assert_eq!(
+        leased.len(),
+        1,
+        "the unsettled one comes back when its lease ends"
+    );
+    assert_eq!(leased[0].id, c[3].id);
+}
+
+async fn a_batch_keeps_every_delivery_exactly(h: &Harness) {
+    let store = &h.store;
+    let d = device(store, "alice", "t").await;
+    let bodies = [
+        "quote \" backslash \\ nul \0 tab \t",
+        "héllo ✓ 🦋",
+        "",
+        "{\"not\": \"json\"}",
+    ];
+    let batch: Vec<_> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| delivery(&d, body, 1_000 + i as i64))
+        .collect();
+    assert_eq!(store.enqueue(&batch).await.unwrap().queued, 4);
+    let claimed = claim_all(store, Transport::UnifiedPush, 2_000).await;
+    let got: Vec<_> = claimed
+        .iter()
+        .map(|c| (c.message.clone(), c.created_at))
+        .collect();
+    let want: Vec<_> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| (message(body), 1_000 + i as i64))
+        .collect();
+    assert_eq!(got, want, "in order, byte for byte");
 }
 
 async fn removing_a_device_drops_its_queued_deliveries(h: &Harness) {
@@ -535,6 +606,12 @@ async fn nothing_is_queued_for_a_device_removed_meanwhile(h: &Harness) {
         .unwrap();
     assert_eq!(report.queued, 1, "the batch survives a vanished device");
     assert_eq!(store.depth().await.unwrap(), 1);
+    let report = store
+        .enqueue(&[delivery(&gone, "x", 0), delivery(&here, "y", 0)])
+        .await
+        .unwrap();
+    assert_eq!(report.queued, 1, "also without dedupe keys");
+    assert_eq!(store.depth().await.unwrap(), 2);
 }
 
 async fn a_dedupe_key_reaches_each_device_once_per_window(h: &Harness) {

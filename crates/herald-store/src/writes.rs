@@ -1,0 +1,309 @@
+//! The statements of each write, run by the group commit inside a
+//! transaction it owns. Each takes an owned input so a failed group can run
+//! it again alone.
+
+use herald_core::model::{AppId, Delivery, Device, NewDelivery, NewDevice, Transport};
+use herald_core::store::{EnqueueReport, Settlement, StateChange, StoreError};
+use herald_core::time::{UnixMillis, now_ms};
+use sqlx::AnyConnection;
+
+use crate::backend::Backend;
+use crate::group_commit::WorkFuture;
+use crate::map_err;
+use crate::rows::{DeliveryRow, DeviceRow, to_json};
+
+/// The columns a `DeviceRow` reads, as a literal so queries stay `&'static str`.
+macro_rules! device_columns {
+    () => {
+        "id, account, app_id, platform, transport, token, options, created_at, updated_at"
+    };
+}
+pub(crate) use device_columns;
+
+pub fn upsert_device<'c>(
+    (device, now): &'c (NewDevice, UnixMillis),
+    conn: &'c mut AnyConnection,
+) -> WorkFuture<'c, Device> {
+    Box::pin(async move {
+        // One statement: the trigger of migration 3 drops what was queued
+        // for the account a token moved away from, inside this upsert.
+        let sql = concat!(
+            "INSERT INTO devices (account, app_id, platform, transport, token, options, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
+             ON CONFLICT (app_id, token) DO UPDATE SET account = excluded.account, \
+                 platform = excluded.platform, transport = excluded.transport, \
+                 options = excluded.options, updated_at = excluded.updated_at \
+             RETURNING ",
+            device_columns!()
+        );
+        let DeviceRow(stored) = sqlx::query_as::<_, DeviceRow>(sql)
+            .bind(device.account.as_str())
+            .bind(device.app_id.as_str())
+            .bind(device.platform.as_str())
+            .bind(device.transport.as_str())
+            .bind(device.token.as_str())
+            .bind(to_json(&device.options)?)
+            .bind(*now)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(map_err)?;
+        Ok(stored)
+    })
+}
+
+pub fn remove_device<'c>(
+    (app_id, token): &'c (AppId, String),
+    conn: &'c mut AnyConnection,
+) -> WorkFuture<'c, bool> {
+    Box::pin(async move {
+        let removed = sqlx::query("DELETE FROM devices WHERE app_id = $1 AND token = $2")
+            .bind(app_id.as_str())
+            .bind(token.as_str())
+            .execute(&mut *conn)
+            .await
+            .map_err(map_err)?
+            .rows_affected();
+        Ok(removed > 0)
+    })
+}
+
+pub fn remove_device_by_id<'c>(id: &'c i64, conn: &'c mut AnyConnection) -> WorkFuture<'c, bool> {
+    Box::pin(async move {
+        let removed = sqlx::query("DELETE FROM devices WHERE id = $1")
+            .bind(*id)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_err)?
+            .rows_affected();
+        Ok(removed > 0)
+    })
+}
+
+/// Devices of an app whose account starts with a prefix of the given length,
+/// last registered before a time.
+pub struct Expiry {
+    pub app_id: AppId,
+    pub prefix_length: i32,
+    pub prefix: String,
+    pub registered_before: UnixMillis,
+}
+
+pub fn expire_devices<'c>(e: &'c Expiry, conn: &'c mut AnyConnection) -> WorkFuture<'c, u64> {
+    Box::pin(async move {
+        // Queued deliveries and dedupe keys go with their device (ON DELETE CASCADE).
+        let removed = sqlx::query(
+            "DELETE FROM devices \
+             WHERE app_id = $1 AND substr(account, 1, $2) = $3 AND updated_at < $4",
+        )
+        .bind(e.app_id.as_str())
+        .bind(e.prefix_length)
+        .bind(e.prefix.as_str())
+        .bind(e.registered_before)
+        .execute(&mut *conn)
+        .await
+        .map_err(map_err)?
+        .rows_affected();
+        Ok(removed)
+    })
+}
+
+pub fn enqueue<'c>(
+    (backend, deliveries): &'c (Backend, Vec<NewDelivery>),
+    conn: &'c mut AnyConnection,
+) -> WorkFuture<'c, EnqueueReport> {
+    Box::pin(insert_deliveries(conn, *backend, deliveries))
+}
+
+/// Deliveries with the source cursor and state they advance.
+pub struct Advance {
+    pub backend: Backend,
+    pub source: String,
+    pub cursor: String,
+    pub deliveries: Vec<NewDelivery>,
+    pub state: Vec<StateChange>,
+}
+
+pub fn enqueue_and_advance<'c>(
+    a: &'c Advance,
+    conn: &'c mut AnyConnection,
+) -> WorkFuture<'c, EnqueueReport> {
+    Box::pin(async move {
+        let report = insert_deliveries(conn, a.backend, &a.deliveries).await?;
+        for change in &a.state {
+            let query = match &change.value {
+                Some(value) => sqlx::query(
+                    "INSERT INTO source_state (source, key, value) VALUES ($1, $2, $3) \
+                     ON CONFLICT (source, key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(a.source.as_str())
+                .bind(change.key.as_str())
+                .bind(value.as_str()),
+                None => sqlx::query("DELETE FROM source_state WHERE source = $1 AND key = $2")
+                    .bind(a.source.as_str())
+                    .bind(change.key.as_str()),
+            };
+            query.execute(&mut *conn).await.map_err(map_err)?;
+        }
+        sqlx::query(
+            "INSERT INTO cursors (source, cursor, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (source) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+        )
+        .bind(a.source.as_str())
+        .bind(a.cursor.as_str())
+        .bind(now_ms())
+        .execute(&mut *conn)
+        .await
+        .map_err(map_err)?;
+        Ok(report)
+    })
+}
+
+/// Claims the dedupe keys of `deliveries`, then queues those that won their
+/// key (or have none) in one statement.
+async fn insert_deliveries(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    deliveries: &[NewDelivery],
+) -> Result<EnqueueReport, StoreError> {
+    let mut report = EnqueueReport::default();
+    let mut kept = Vec::with_capacity(deliveries.len());
+    for d in deliveries {
+        if let Some(key) = &d.dedupe_key {
+            // Claims the key unless an unexpired claim exists. A device
+            // removed meanwhile makes the EXISTS false and nothing is
+            // written, rather than failing the whole batch on the FK.
+            let claimed = sqlx::query(
+                "INSERT INTO dedupe (device_id, dedupe_key, expires_at) \
+                 SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM devices WHERE id = $1) \
+                 ON CONFLICT (device_id, dedupe_key) DO UPDATE SET expires_at = excluded.expires_at \
+                 WHERE dedupe.expires_at <= $4",
+            )
+            .bind(d.device.id)
+            .bind(key.as_str())
+            .bind(d.created_at.saturating_add(d.dedupe_window_ms))
+            .bind(d.created_at)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_err)?
+            .rows_affected();
+            if claimed == 0 {
+                report.deduplicated += 1;
+                continue;
+            }
+        }
+        kept.push(d);
+    }
+    if kept.is_empty() {
+        return Ok(report);
+    }
+    let rows = kept
+        .iter()
+        .map(|d| {
+            let r = &d.device.registration;
+            Ok(serde_json::json!([
+                d.device.id,
+                r.account.as_str(),
+                r.app_id.as_str(),
+                r.platform.as_str(),
+                r.transport.as_str(),
+                r.token.as_str(),
+                to_json(&r.options)?,
+                to_json(&d.message)?,
+                d.created_at,
+            ]))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    // A delivery whose device was removed meanwhile is skipped.
+    report.queued = sqlx::query(backend.insert_deliveries_sql())
+        .bind(to_json(&rows)?)
+        .execute(&mut *conn)
+        .await
+        .map_err(map_err)?
+        .rows_affected();
+    Ok(report)
+}
+
+/// Due deliveries of one transport to lease.
+pub struct Claim {
+    pub backend: Backend,
+    pub transport: Transport,
+    pub limit: i64,
+    pub now: UnixMillis,
+    pub lease_until: UnixMillis,
+}
+
+pub fn claim<'c>(c: &'c Claim, conn: &'c mut AnyConnection) -> WorkFuture<'c, Vec<Delivery>> {
+    Box::pin(async move {
+        let rows = sqlx::query_as::<_, DeliveryRow>(c.backend.claim_sql())
+            .bind(c.lease_until)
+            .bind(c.transport.as_str())
+            .bind(c.now)
+            .bind(c.limit)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(map_err)?;
+        let mut claimed: Vec<Delivery> = rows.into_iter().map(|DeliveryRow(d)| d).collect();
+        // RETURNING has no order; attempts go out oldest first.
+        claimed.sort_by_key(|d| d.id);
+        Ok(claimed)
+    })
+}
+
+pub fn settle<'c>(
+    (backend, settlements): &'c (Backend, Vec<(i64, Settlement)>),
+    conn: &'c mut AnyConnection,
+) -> WorkFuture<'c, ()> {
+    Box::pin(async move {
+        let removed: Vec<i64> = settlements
+            .iter()
+            .filter(|(_, s)| *s == Settlement::Remove)
+            .map(|(id, _)| *id)
+            .collect();
+        if !removed.is_empty() {
+            sqlx::query(backend.remove_deliveries_sql())
+                .bind(to_json(&removed)?)
+                .execute(&mut *conn)
+                .await
+                .map_err(map_err)?;
+        }
+        for (id, settlement) in settlements {
+            if let Settlement::RetryAt { due_at, error } = settlement {
+                sqlx::query(
+                    "UPDATE deliveries SET due_at = $2, leased = 0, last_error = $3 WHERE id = $1",
+                )
+                .bind(*id)
+                .bind(*due_at)
+                .bind(truncate(error, MAX_ERROR_BYTES))
+                .execute(&mut *conn)
+                .await
+                .map_err(map_err)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+pub fn purge_dedupe<'c>(now: &'c UnixMillis, conn: &'c mut AnyConnection) -> WorkFuture<'c, u64> {
+    Box::pin(async move {
+        Ok(sqlx::query("DELETE FROM dedupe WHERE expires_at <= $1")
+            .bind(*now)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_err)?
+            .rows_affected())
+    })
+}
+
+/// Longest provider error kept with a delivery; enough to diagnose, bounded in size.
+const MAX_ERROR_BYTES: usize = 512;
+
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}

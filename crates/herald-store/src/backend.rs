@@ -71,6 +71,16 @@ impl Backend {
         }
     }
 
+    /// Group commits in flight at once: SQLite has one writer; PostgreSQL
+    /// commits in parallel, and a few groups in flight overlap their log
+    /// flushes while leaving most of the pool to reads.
+    pub fn committers(self) -> usize {
+        match self {
+            Backend::Sqlite => 1,
+            Backend::Postgres => 4,
+        }
+    }
+
     /// Statements run on every new connection.
     pub fn connection_setup(self) -> Option<&'static str> {
         match self {

@@ -14,12 +14,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use herald_core::StoreError;
 use sqlx::AnyConnection;
 use sqlx::{AnyPool, Connection};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::map_err;
 
@@ -43,10 +44,16 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the task that commits writes through `pool`'s connections.
-    pub fn start(pool: AnyPool) -> Self {
+    /// Starts `committers` tasks that take turns gathering the waiting
+    /// writes and commit each group through `pool`'s connections: one for
+    /// SQLite's single writer, several where the database commits side by
+    /// side (PostgreSQL), so one group's flush to disk does not hold the next.
+    pub fn start(pool: AnyPool, committers: usize) -> Self {
         let (pending, waiting) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(commit_groups(pool, waiting));
+        let waiting = Arc::new(Mutex::new(waiting));
+        for _ in 0..committers.max(1) {
+            tokio::spawn(commit_groups(pool.clone(), Arc::clone(&waiting)));
+        }
         Self { pending }
     }
 
@@ -143,9 +150,10 @@ where
     }
 }
 
-async fn commit_groups(pool: AnyPool, mut waiting: mpsc::Receiver<Box<dyn Pending>>) {
+async fn commit_groups(pool: AnyPool, waiting: Arc<Mutex<mpsc::Receiver<Box<dyn Pending>>>>) {
     let mut group = Vec::with_capacity(MAX_GROUP);
-    while waiting.recv_many(&mut group, MAX_GROUP).await > 0 {
+    // The lock is held while gathering only, not while committing.
+    while waiting.lock().await.recv_many(&mut group, MAX_GROUP).await > 0 {
         match commit(&pool, &mut group).await {
             Err(_) if group.len() > 1 => {
                 // Find the write that failed by committing each alone.
@@ -219,7 +227,7 @@ mod tests {
         pool.execute("CREATE TABLE t (n BIGINT NOT NULL)")
             .await
             .unwrap();
-        let writes = GroupCommit::start(pool.clone());
+        let writes = GroupCommit::start(pool.clone(), 1);
         // Sent together, so they share groups with the failing writes.
         let results = write_concurrently(&writes, 200).await;
         for (n, result) in results.iter().enumerate() {

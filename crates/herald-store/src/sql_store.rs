@@ -53,7 +53,7 @@ impl SqlStore {
         }
         Ok(Self {
             pool,
-            writes: GroupCommit::start(writer.clone()),
+            writes: GroupCommit::start(writer.clone(), backend.committers()),
             backend,
             writer,
         })

@@ -10,8 +10,10 @@
 //! so a URI that parses is safe to put in keys, logs and payloads; error
 //! messages quote at most a short preview of hostile input.
 
+use std::borrow::Cow;
 use std::fmt;
 
+use serde::de::Visitor;
 use serde::{Deserialize, Deserializer};
 
 use crate::did::{Did, DidError};
@@ -71,25 +73,33 @@ impl AtUri {
             return Err(not_a_record_uri());
         };
         let did = Did::parse(authority).map_err(AtUriError::Authority)?;
-        Self::new(&did, collection, rkey)
+        check_parts(collection, rkey)?;
+        // `text` is what `new` would write (the DID keeps its own text), so
+        // it is copied rather than formatted again.
+        Ok(Self::assemble(did, collection.len(), text.to_owned()))
     }
 
     /// The URI of record `rkey` in `did`'s `collection`.
     pub fn new(did: &Did, collection: &str, rkey: &str) -> Result<Self, AtUriError> {
-        if !is_nsid(collection) {
-            return Err(AtUriError::Collection(preview(collection)));
+        check_parts(collection, rkey)?;
+        let parts = [SCHEME, did.as_str(), "/", collection, "/", rkey];
+        let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        for part in parts {
+            text.push_str(part);
         }
-        if !is_record_key(rkey) {
-            return Err(AtUriError::RecordKey(preview(rkey)));
-        }
+        Ok(Self::assemble(did.clone(), collection.len(), text))
+    }
+
+    /// `text` is `at://<did>/<collection>/<rkey>`, every part checked.
+    fn assemble(did: Did, collection_len: usize, text: String) -> Self {
         let collection_at = SCHEME.len() + did.as_str().len() + 1;
-        let rkey_at = collection_at + collection.len() + 1;
-        Ok(Self {
-            text: format!("{SCHEME}{did}/{collection}/{rkey}"),
-            did: did.clone(),
+        let rkey_at = collection_at + collection_len + 1;
+        Self {
+            text,
+            did,
             collection_at,
             rkey_at,
-        })
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -118,9 +128,48 @@ impl fmt::Display for AtUri {
 
 impl<'de> Deserialize<'de> for AtUri {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
+        let text = json_text(deserializer)?;
         AtUri::parse(&text).map_err(serde::de::Error::custom)
     }
+}
+
+/// A JSON string borrowed from the input, copied only when it has escapes:
+/// what is parsed further (a DID, a URI) need not be allocated first.
+pub(crate) fn json_text<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Cow<'de, str>, D::Error> {
+    struct Text;
+    impl<'de> Visitor<'de> for Text {
+        type Value = Cow<'de, str>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+
+        fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Cow::Borrowed(v))
+        }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v.to_owned()))
+        }
+
+        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v))
+        }
+    }
+    deserializer.deserialize_str(Text)
+}
+
+/// The checks of a record URI's collection and record key.
+fn check_parts(collection: &str, rkey: &str) -> Result<(), AtUriError> {
+    if !is_nsid(collection) {
+        return Err(AtUriError::Collection(preview(collection)));
+    }
+    if !is_record_key(rkey) {
+        return Err(AtUriError::RecordKey(preview(rkey)));
+    }
+    Ok(())
 }
 
 /// NSID syntax (atproto spec): a reversed domain of at least two labels,
@@ -129,19 +178,19 @@ fn is_nsid(text: &str) -> bool {
     if text.len() > MAX_NSID_BYTES {
         return false;
     }
-    let segments: Vec<&str> = text.split('.').collect();
-    let Some((name, authority)) = segments.split_last() else {
+    let Some((authority, name)) = text.rsplit_once('.') else {
         return false;
     };
-    let label_ok = |s: &&str| {
+    let label_ok = |s: &str| {
         (1..=MAX_NSID_SEGMENT_BYTES).contains(&s.len())
             && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
             && !s.starts_with('-')
             && !s.ends_with('-')
     };
-    segments.len() >= MIN_NSID_SEGMENTS
-        && authority.iter().all(label_ok)
-        && !authority[0].starts_with(|c: char| c.is_ascii_digit())
+    // Counted and checked in place: this runs for every record of the stream.
+    authority.split('.').count() + 1 >= MIN_NSID_SEGMENTS
+        && authority.split('.').all(label_ok)
+        && !authority.starts_with(|c: char| c.is_ascii_digit())
         && (1..=MAX_NSID_SEGMENT_BYTES).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_alphabetic())
         && name.bytes().all(|b| b.is_ascii_alphanumeric())

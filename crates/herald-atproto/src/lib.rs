@@ -25,6 +25,7 @@ pub mod jetstream;
 pub mod jetstream_event;
 pub mod jetstream_frame;
 pub mod jetstream_pipeline;
+mod keyed_hash;
 pub mod pds;
 pub mod recipient_rate;
 pub mod recipients;

@@ -33,6 +33,8 @@
 //! the device instead of stacking; replies, mentions and quotes carry their
 //! own text and are never collapsed.
 
+use std::borrow::Cow;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
@@ -143,8 +145,8 @@ pub fn notifications<S: RuleState + ?Sized>(event: &JetstreamEvent, state: &S) -
     };
     let mut out: Vec<Candidate> = Vec::new();
     for target in targets(commit, actor, state) {
-        let told = |c: &Candidate| c.recipient == target.recipient;
-        if target.recipient == *actor
+        let told = |c: &Candidate| c.recipient == *target.recipient;
+        if *target.recipient == *actor
             || out.iter().any(told)
             || !state.is_registered(&target.recipient)
             || state.is_blocked(actor, &target.recipient)
@@ -157,24 +159,34 @@ pub fn notifications<S: RuleState + ?Sized>(event: &JetstreamEvent, state: &S) -
 }
 
 /// Who a record concerns and why, before the rules common to all records.
-struct Target {
-    recipient: Did,
+/// Borrowed from the event where it can be: most targets are not registered
+/// and are dropped, so only a candidate owns its DIDs and URIs.
+struct Target<'e> {
+    recipient: Cow<'e, Did>,
     reason: Reason,
-    subject: Option<AtUri>,
+    subject: Option<Cow<'e, AtUri>>,
 }
 
-impl Target {
-    fn new(recipient: &Did, reason: Reason, subject: Option<&AtUri>) -> Self {
+impl<'e> Target<'e> {
+    fn new(recipient: Cow<'e, Did>, reason: Reason) -> Self {
         Self {
-            recipient: recipient.clone(),
+            recipient,
             reason,
-            subject: subject.cloned(),
+            subject: None,
         }
     }
 
     /// About a record: its author is the recipient.
-    fn about(record: &AtUri, reason: Reason) -> Self {
-        Self::new(record.did(), reason, Some(record))
+    fn about(record: Cow<'e, AtUri>, reason: Reason) -> Self {
+        let recipient = match &record {
+            Cow::Borrowed(record) => Cow::Borrowed(record.did()),
+            Cow::Owned(record) => Cow::Owned(record.did().clone()),
+        };
+        Self {
+            recipient,
+            reason,
+            subject: Some(record),
+        }
     }
 
     fn into_candidate(self, commit: &Commit, actor: &Did, text: Option<&str>) -> Candidate {
@@ -183,6 +195,7 @@ impl Target {
             reason,
             subject,
         } = self;
+        let (recipient, subject) = (recipient.into_owned(), subject.map(Cow::into_owned));
         let subject_text = subject.as_ref().map_or("", AtUri::as_str);
         let (dedupe_key, collapse_key, text) = if reason.carries_text() {
             // One per (record, recipient), whatever the reason.
@@ -209,7 +222,11 @@ impl Target {
     }
 }
 
-fn targets<S: RuleState + ?Sized>(commit: &Commit, actor: &Did, state: &S) -> Vec<Target> {
+fn targets<'e, S: RuleState + ?Sized>(
+    commit: &'e Commit,
+    actor: &Did,
+    state: &S,
+) -> Vec<Target<'e>> {
     match &commit.operation {
         Operation::Create(record) => created(commit, record, actor, state),
         Operation::Update(_) => Vec::new(),
@@ -217,26 +234,29 @@ fn targets<S: RuleState + ?Sized>(commit: &Commit, actor: &Did, state: &S) -> Ve
     }
 }
 
-fn created<S: RuleState + ?Sized>(
-    commit: &Commit,
-    record: &Record,
+fn created<'e, S: RuleState + ?Sized>(
+    commit: &'e Commit,
+    record: &'e Record,
     actor: &Did,
     state: &S,
-) -> Vec<Target> {
+) -> Vec<Target<'e>> {
     match record {
         Record::Like(like) => engagement(like, Reason::Like, Reason::LikeViaRepost),
         Record::Repost(repost) => engagement(repost, Reason::Repost, Reason::RepostViaRepost),
         Record::Post(post) => post_targets(post, state),
-        Record::Follow(follow) => vec![Target::new(&follow.subject, Reason::Follow, None)],
+        Record::Follow(follow) => vec![Target::new(Cow::Borrowed(&follow.subject), Reason::Follow)],
         Record::Verification(verification) if state.trusts_verifier(actor) => {
-            vec![Target::new(&verification.subject, Reason::Verified, None)]
+            vec![Target::new(
+                Cow::Borrowed(&verification.subject),
+                Reason::Verified,
+            )]
         }
         // The AppView reads only the profile record (`self`).
         Record::Profile(profile) if commit.uri.rkey() == "self" => profile
             .joined_via_starter_pack
             .iter()
             .filter(|pack| pack.collection() == nsid::GRAPH_STARTERPACK)
-            .map(|pack| Target::about(pack, Reason::StarterpackJoined))
+            .map(|pack| Target::about(Cow::Borrowed(pack), Reason::StarterpackJoined))
             .collect(),
         _ => Vec::new(),
     }
@@ -245,33 +265,33 @@ fn created<S: RuleState + ?Sized>(
 /// A like or repost: the subject's author, and the author of the repost it
 /// came through. `via` must name a repost record: anything else would let
 /// an actor send "liked your repost" to any author of anything.
-fn engagement(record: &Engagement, reason: Reason, via_reason: Reason) -> Vec<Target> {
+fn engagement(record: &Engagement, reason: Reason, via_reason: Reason) -> Vec<Target<'_>> {
     let via = record
         .via
         .iter()
         .filter(|via| via.collection() == nsid::FEED_REPOST)
-        .map(|via| Target::about(via, via_reason));
-    std::iter::once(Target::about(&record.subject, reason))
+        .map(|via| Target::about(Cow::Borrowed(via), via_reason));
+    std::iter::once(Target::about(Cow::Borrowed(&record.subject), reason))
         .chain(via)
         .collect()
 }
 
 /// Mentions, then the quoted post's author, then the thread's authors.
-fn post_targets<S: RuleState + ?Sized>(post: &Post, state: &S) -> Vec<Target> {
+fn post_targets<'e, S: RuleState + ?Sized>(post: &'e Post, state: &S) -> Vec<Target<'e>> {
     let mentions = post
         .mentions
         .iter()
-        .map(|did| Target::new(did, Reason::Mention, None));
+        .map(|did| Target::new(Cow::Borrowed(did), Reason::Mention));
     let quote = post
         .embedded
         .iter()
         .filter(|quoted| quoted.collection() == nsid::FEED_POST)
-        .map(|quoted| Target::about(quoted, Reason::Quote));
+        .map(|quoted| Target::about(Cow::Borrowed(quoted), Reason::Quote));
     let replies = post
         .reply
         .iter()
         .flat_map(|reply| ancestors(reply, state))
-        .map(|ancestor| Target::about(&ancestor, Reason::Reply));
+        .map(|ancestor| Target::about(ancestor, Reason::Reply));
     mentions.chain(quote).chain(replies).collect()
 }
 
@@ -279,29 +299,29 @@ fn post_targets<S: RuleState + ?Sized>(post: &Post, state: &S) -> Vec<Target> {
 /// far as herald has seen them (bounded, so a cycle in hostile records
 /// cannot loop), then the root. Only posts: a reply ref to anything else
 /// points outside any thread.
-fn ancestors<S: RuleState + ?Sized>(reply: &ReplyRef, state: &S) -> Vec<AtUri> {
-    let mut chain = vec![reply.parent.clone()];
+fn ancestors<'e, S: RuleState + ?Sized>(reply: &'e ReplyRef, state: &S) -> Vec<Cow<'e, AtUri>> {
+    let mut chain = vec![Cow::Borrowed(&reply.parent)];
     while chain.len() < MAX_REPLY_ANCESTORS {
         let Some(parent) = chain.last().and_then(|post| state.parent_of(post)) else {
             break;
         };
-        chain.push(parent);
+        chain.push(Cow::Owned(parent));
     }
-    if !chain.contains(&reply.root) {
-        chain.push(reply.root.clone());
+    if !chain.iter().any(|post| **post == reply.root) {
+        chain.push(Cow::Borrowed(&reply.root));
     }
     chain.retain(|post| post.collection() == nsid::FEED_POST);
     chain
 }
 
 /// Deletes tell nobody, except that a verification was withdrawn.
-fn deleted<S: RuleState + ?Sized>(commit: &Commit, actor: &Did, state: &S) -> Vec<Target> {
+fn deleted<'e, S: RuleState + ?Sized>(commit: &Commit, actor: &Did, state: &S) -> Vec<Target<'e>> {
     if commit.uri.collection() != nsid::GRAPH_VERIFICATION || !state.trusts_verifier(actor) {
         return Vec::new();
     }
     state
         .verification_subject(&commit.uri)
-        .map(|subject| Target::new(&subject, Reason::Unverified, None))
+        .map(|subject| Target::new(Cow::Owned(subject), Reason::Unverified))
         .into_iter()
         .collect()
 }

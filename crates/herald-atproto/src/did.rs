@@ -14,8 +14,9 @@
 //! against its domain, and the PDS URL is untrusted like a did:web host.
 
 use std::fmt;
+use std::sync::OnceLock;
 
-use p256::ecdsa::signature::Verifier;
+use p256::ecdsa::signature::MultipartVerifier;
 use serde::Deserialize;
 
 /// `did:plc:` identifiers are 24 characters of lowercase base32.
@@ -45,6 +46,8 @@ const DISALLOWED_HANDLE_TLDS: [&str; 8] = [
 /// The service a PDS is named by in a DID document.
 const PDS_SERVICE_ID: &str = "#atproto_pds";
 const PDS_SERVICE_TYPE: &str = "AtprotoPersonalDataServer";
+/// The verification method of an account's repository and service tokens.
+const ATPROTO_KEY_ID: &str = "atproto";
 /// A compressed SEC1 point.
 const COMPRESSED_POINT_LEN: usize = 33;
 /// An atproto signature: compact `r || s`.
@@ -173,6 +176,12 @@ pub struct DidDocument {
     /// `at://<handle>` among other names.
     #[serde(default, rename = "alsoKnownAs")]
     pub also_known_as: Vec<String>,
+    /// The `#atproto` key once read. The resolver's cache hands out one
+    /// document for every commit and service token of the account, and
+    /// reading a key (base58, then a compressed point's square root, some
+    /// 9 µs) costs more than all of a commit's checks but the signature.
+    #[serde(skip)]
+    atproto_key: OnceLock<Result<PublicKey, KeyError>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -204,6 +213,17 @@ pub enum KeyError {
 impl DidDocument {
     /// The key of the verification method `#key_id` of `did`.
     pub fn signing_key(&self, did: &str, key_id: &str) -> Result<PublicKey, KeyError> {
+        // Only the document's own DID is cached: `did` picks the method.
+        if key_id == ATPROTO_KEY_ID && did == self.id {
+            return self
+                .atproto_key
+                .get_or_init(|| self.read_key(did, key_id))
+                .clone();
+        }
+        self.read_key(did, key_id)
+    }
+
+    fn read_key(&self, did: &str, key_id: &str) -> Result<PublicKey, KeyError> {
         let relative = format!("#{key_id}");
         let absolute = format!("{did}{relative}");
         let method = self
@@ -336,16 +356,28 @@ impl PublicKey {
         signature: &[u8],
         allow_high_s: bool,
     ) -> Result<(), SignatureError> {
+        self.verify_parts(&[message], signature, allow_high_s)
+    }
+
+    /// [`PublicKey::verify`] of the message that is `parts` one after the
+    /// other: a firehose commit's signed bytes are pieces of the signed
+    /// block, hashed where they lie rather than copied together.
+    pub fn verify_parts(
+        &self,
+        parts: &[&[u8]],
+        signature: &[u8],
+        allow_high_s: bool,
+    ) -> Result<(), SignatureError> {
         if signature.len() != SIGNATURE_LEN {
             return Err(SignatureError::Length(signature.len()));
         }
         match self {
-            PublicKey::K256(key) => key.verify(message, signature, allow_high_s),
+            PublicKey::K256(key) => key.verify(parts, signature, allow_high_s),
             PublicKey::P256(key) => {
                 let sig = p256::ecdsa::Signature::from_slice(signature)
                     .map_err(|_| SignatureError::Invalid)?;
                 let low = low_s(sig.normalize_s(), sig, allow_high_s)?;
-                key.verify(message, &low)
+                key.multipart_verify(parts, &low)
                     .map_err(|_| SignatureError::Invalid)
             }
         }
@@ -372,7 +404,7 @@ impl K256Key {
     /// as such, or normalised first when `allow_high_s`.
     fn verify(
         &self,
-        message: &[u8],
+        parts: &[&[u8]],
         signature: &[u8],
         allow_high_s: bool,
     ) -> Result<(), SignatureError> {
@@ -382,7 +414,11 @@ impl K256Key {
         let mut normalized = sig;
         normalized.normalize_s();
         let low = low_s(normalized, sig, allow_high_s)?;
-        let digest = secp256k1::Message::from_digest(Sha256::digest(message).into());
+        let mut hasher = Sha256::new();
+        for part in parts {
+            hasher.update(part);
+        }
+        let digest = secp256k1::Message::from_digest(hasher.finalize().into());
         secp256k1::SECP256K1
             .verify_ecdsa(digest, &low, &self.0)
             .map_err(|_| SignatureError::Invalid)
@@ -494,6 +530,33 @@ mod tests {
             doc.signing_key(did, "other"),
             Err(KeyError::Missing("other".into()))
         );
+    }
+
+    #[test]
+    fn the_atproto_key_is_read_once_for_the_document_s_own_did() {
+        let k = k256::ecdsa::SigningKey::from_slice(&[1u8; 32]).unwrap();
+        let point = k.verifying_key().to_sec1_point(true);
+        let did = "did:plc:ewvi7nxzyoun6zhxrhs64oiz";
+        let doc = document(serde_json::json!([
+            {"id": format!("{did}#atproto"), "type": "Multikey",
+                "publicKeyMultibase": multikey(SECP256K1_PUB, point.as_ref())},
+        ]));
+        let key = PublicKey::K256((*k.verifying_key()).into());
+        for _ in 0..2 {
+            assert_eq!(doc.signing_key(did, "atproto"), Ok(key.clone()));
+            assert!(doc.atproto_key.get().is_some());
+            // Another DID does not name this method, cached or not.
+            assert_eq!(
+                doc.signing_key("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", "atproto"),
+                Err(KeyError::Missing("atproto".into()))
+            );
+        }
+        let unreadable = document(serde_json::json!([
+            {"id": "#atproto", "type": "Multikey", "publicKeyMultibase": "z111"},
+        ]));
+        let first = unreadable.signing_key(did, "atproto");
+        assert!(matches!(first, Err(KeyError::Unreadable(..))));
+        assert_eq!(unreadable.signing_key(did, "atproto"), first);
     }
 
     #[test]

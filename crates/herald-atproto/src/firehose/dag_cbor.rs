@@ -16,9 +16,10 @@
 //! not UTF-8, nesting deeper than [`MAX_DEPTH`], and any length past the end.
 //! Because only canonical input is accepted, equal values have equal bytes:
 //! a commit's unsigned form can be cut out of its signed bytes
-//! (`verify::unsigned_commit`) instead of being re-encoded.
+//! (`verify::read_commit`) instead of being re-encoded.
 
 use std::cmp::Ordering;
+use std::ops::Range;
 
 use super::cid::Cid;
 
@@ -164,21 +165,26 @@ impl<'a> Reader<'a> {
         self.nested(0)
     }
 
-    /// The next item's head: a map's entry count, for reading its entries
-    /// one by one with [`Reader::text`] and [`Reader::value`].
-    pub fn map_len(&mut self) -> Result<usize, CborError> {
+    /// The next item, which must be a map, one entry at a time: `each` is
+    /// given each key, its value and the bytes the entry spans, so that a
+    /// caller can pick its fields and cut entries out without building the
+    /// map. The checks are [`Reader::value`]'s.
+    pub fn map_entries(
+        &mut self,
+        mut each: impl FnMut(Range<usize>, &'a str, Value<'a>),
+    ) -> Result<(), CborError> {
         let start = self.at;
         match self.head()? {
-            (MAJOR_MAP, len) => self.count(len, 2, start),
-            _ => Err(CborError {
-                offset: start,
-                reason: "expected a map",
-            }),
+            (MAJOR_MAP, argument) => {
+                let len = self.count(argument, 2, start)?;
+                self.entries(len, 0, &mut each)
+            }
+            _ => Err(self.at_start(start, "expected a map")),
         }
     }
 
     /// The next item, which must be text.
-    pub fn text(&mut self) -> Result<&'a str, CborError> {
+    fn text(&mut self) -> Result<&'a str, CborError> {
         let start = self.at;
         match self.head()? {
             (MAJOR_TEXT, len) => self.utf8(len, start),
@@ -249,18 +255,30 @@ impl<'a> Reader<'a> {
     fn map(&mut self, argument: u64, depth: usize, start: usize) -> Result<Value<'a>, CborError> {
         let len = self.count(argument, 2, start)?;
         let mut entries: Vec<(&'a str, Value<'a>)> = Vec::with_capacity(len);
+        self.entries(len, depth, &mut |_, key, value| entries.push((key, value)))?;
+        Ok(Value::Map(Map(entries)))
+    }
+
+    /// `len` entries of a map at `depth`, each handed to `each` with its
+    /// span once its key's order and its value are checked.
+    fn entries(
+        &mut self,
+        len: usize,
+        depth: usize,
+        each: &mut dyn FnMut(Range<usize>, &'a str, Value<'a>),
+    ) -> Result<(), CborError> {
+        let mut previous: Option<&'a str> = None;
         for _ in 0..len {
             let key_at = self.at;
             let key = self.text()?;
-            if let Some((previous, _)) = entries.last()
-                && key_order(previous, key) != Ordering::Less
-            {
+            if previous.is_some_and(|previous| key_order(previous, key) != Ordering::Less) {
                 return Err(self.at_start(key_at, "map keys repeated or not in canonical order"));
             }
             let value = self.nested(depth + 1)?;
-            entries.push((key, value));
+            each(key_at..self.at, key, value);
+            previous = Some(key);
         }
-        Ok(Value::Map(Map(entries)))
+        Ok(())
     }
 
     fn link(&mut self) -> Result<Value<'a>, CborError> {
@@ -340,24 +358,46 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Appends a head: `major` with `argument` in its shortest form.
-pub(crate) fn write_head(major: u8, argument: u64, out: &mut Vec<u8>) {
-    let major = major << 5;
-    match argument {
-        0..=23 => out.push(major | argument as u8),
-        24..=0xff => out.extend_from_slice(&[major | 24, argument as u8]),
-        0x100..=0xffff => {
-            out.push(major | 25);
-            out.extend_from_slice(&(argument as u16).to_be_bytes());
-        }
-        0x1_0000..=0xffff_ffff => {
-            out.push(major | 26);
-            out.extend_from_slice(&(argument as u32).to_be_bytes());
-        }
-        _ => {
-            out.push(major | 27);
-            out.extend_from_slice(&argument.to_be_bytes());
-        }
+/// A head: `major` with `argument` in its shortest form, as bytes.
+pub(crate) struct Head {
+    bytes: [u8; 9],
+    len: usize,
+}
+
+impl Head {
+    pub(crate) fn new(major: u8, argument: u64) -> Self {
+        let major = major << 5;
+        let mut bytes = [0u8; 9];
+        let len = match argument {
+            0..=23 => {
+                bytes[0] = major | argument as u8;
+                1
+            }
+            24..=0xff => {
+                bytes[..2].copy_from_slice(&[major | 24, argument as u8]);
+                2
+            }
+            0x100..=0xffff => {
+                bytes[0] = major | 25;
+                bytes[1..3].copy_from_slice(&(argument as u16).to_be_bytes());
+                3
+            }
+            0x1_0000..=0xffff_ffff => {
+                bytes[0] = major | 26;
+                bytes[1..5].copy_from_slice(&(argument as u32).to_be_bytes());
+                5
+            }
+            _ => {
+                bytes[0] = major | 27;
+                bytes[1..].copy_from_slice(&argument.to_be_bytes());
+                9
+            }
+        };
+        Self { bytes, len }
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }
 
@@ -507,9 +547,10 @@ mod tests {
             u32::MAX.into(),
             u64::MAX,
         ] {
-            let mut out = Vec::new();
-            write_head(MAJOR_UNSIGNED, argument, &mut out);
-            assert_eq!(Reader::new(&out).head(), Ok((MAJOR_UNSIGNED, argument)));
+            let head = Head::new(MAJOR_UNSIGNED, argument);
+            let mut reader = Reader::new(head.as_bytes());
+            assert_eq!(reader.head(), Ok((MAJOR_UNSIGNED, argument)));
+            assert_eq!(reader.finish(), Ok(()));
         }
     }
 
@@ -517,16 +558,27 @@ mod tests {
     fn a_reader_walks_a_map_entry_by_entry() {
         let bytes = [0xa2, 0x61, b'a', 0x01, 0x62, b'b', b'b', 0xf4, 0x00];
         let mut reader = Reader::new(&bytes);
-        assert_eq!(reader.map_len(), Ok(2));
-        assert_eq!(reader.text(), Ok("a"));
-        assert_eq!(reader.value(), Ok(Value::Int(1)));
-        assert_eq!(reader.text(), Ok("bb"));
-        assert_eq!(reader.value(), Ok(Value::Bool(false)));
+        let mut entries = Vec::new();
+        let walked = reader.map_entries(|span, key, value| entries.push((span, key, value)));
+        assert_eq!(walked, Ok(()));
+        assert_eq!(
+            entries,
+            [(1..4, "a", Value::Int(1)), (4..8, "bb", Value::Bool(false))]
+        );
         assert_eq!(reader.position(), 8);
         assert!(reader.finish().is_err());
+        // The checks of `value`: key order, and the depth counted from the map.
+        let unordered = [0xa2, 0x62, b'b', b'b', 0x01, 0x61, b'a', 0x01];
+        let out_of_order = Reader::new(&unordered).map_entries(|_, _, _| {});
         assert_eq!(
-            Reader::new(&[0x01]).map_len().unwrap_err().reason,
-            "expected a map"
+            out_of_order.unwrap_err().reason,
+            "map keys repeated or not in canonical order"
         );
+        let deep = [vec![0xa1, 0x61, b'a'], vec![0x81; MAX_DEPTH], vec![0x01]].concat();
+        assert_eq!(reason(&deep), "nested too deep");
+        let walked = Reader::new(&deep).map_entries(|_, _, _| {});
+        assert_eq!(walked.unwrap_err().reason, "nested too deep");
+        let not_a_map = Reader::new(&[0x01]).map_entries(|_, _, _| {});
+        assert_eq!(not_a_map.unwrap_err().reason, "expected a map");
     }
 }

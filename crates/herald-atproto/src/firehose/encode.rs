@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use super::cid::CidBuf;
 use super::dag_cbor::{
-    CID_MULTIBASE_PREFIX, MAJOR_ARRAY, MAJOR_BYTES, MAJOR_MAP, MAJOR_NEGATIVE, MAJOR_TEXT,
-    MAJOR_UNSIGNED, TAG_CID, key_order, write_head,
+    CID_MULTIBASE_PREFIX, Head, MAJOR_ARRAY, MAJOR_BYTES, MAJOR_MAP, MAJOR_NEGATIVE, MAJOR_TEXT,
+    MAJOR_UNSIGNED, TAG_CID, key_order,
 };
 
 /// CBOR's simple values `false`, `true`, `null`, and the tag major type.
@@ -85,6 +85,10 @@ fn write_value(value: &Value, out: &mut Vec<u8>) -> Result<(), String> {
         },
     }
     Ok(())
+}
+
+fn write_head(major: u8, argument: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(Head::new(major, argument).as_bytes());
 }
 
 fn write_text(text: &str, out: &mut Vec<u8>) {

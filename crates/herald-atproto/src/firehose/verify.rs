@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use hashlink::LruCache;
 
 use super::cid::Cid;
-use super::dag_cbor::{self, MAJOR_MAP, Reader, Value, write_head};
+use super::dag_cbor::{self, Head, MAJOR_MAP, Reader, Value};
 use super::frame::Commit;
 use crate::did::{Did, PLC_ID_BYTES, SignatureError};
 use crate::service_auth::KeyResolver;
@@ -108,11 +108,29 @@ pub struct CommitVerifier {
     last_revs: Mutex<LruCache<RepoId, u64>>,
 }
 
-/// The fields of a commit block the checks read.
+/// The fields of a commit block the checks read, and what was signed.
 struct CommitBlock<'a> {
     did: &'a str,
     rev: &'a str,
     sig: &'a [u8],
+    unsigned: Unsigned<'a>,
+}
+
+/// The commit's DAG-CBOR without `sig`, in three pieces: the map's head
+/// with one entry fewer, and the block's bytes before and after the `sig`
+/// entry. The block was read as canonical DAG-CBOR, where equal values
+/// have equal bytes, so these pieces are exactly the canonical encoding of
+/// the unsigned commit; nothing needs re-encoding or copying.
+struct Unsigned<'a> {
+    head: Head,
+    before_sig: &'a [u8],
+    after_sig: &'a [u8],
+}
+
+impl Unsigned<'_> {
+    fn parts(&self) -> [&[u8]; 3] {
+        [self.head.as_bytes(), self.before_sig, self.after_sig]
+    }
 }
 
 impl CommitVerifier {
@@ -143,7 +161,7 @@ impl CommitVerifier {
             });
         }
         let block = check_blocks(commit)?;
-        let fields = commit_fields(block)?;
+        let fields = read_commit(block)?;
         if fields.did != commit.repo {
             return Err(VerifyFailure::RepoMismatch {
                 frame: commit.repo.clone(),
@@ -156,8 +174,8 @@ impl CommitVerifier {
                 commit: fields.rev.to_owned(),
             });
         }
-        let unsigned = unsigned_commit(block)?;
-        self.check_signature(&did, &unsigned, fields.sig).await?;
+        self.check_signature(&did, &fields.unsigned.parts(), fields.sig)
+            .await?;
         self.record(repo, rev);
         Ok(())
     }
@@ -178,7 +196,7 @@ impl CommitVerifier {
     async fn check_signature(
         &self,
         did: &Did,
-        unsigned: &[u8],
+        unsigned: &[&[u8]],
         sig: &[u8],
     ) -> Result<(), VerifyFailure> {
         let unavailable = |e: crate::service_auth::ResolveError| VerifyFailure::KeyUnavailable(e.0);
@@ -187,7 +205,7 @@ impl CommitVerifier {
             .signing_key(did, KEY_ID, false)
             .await
             .map_err(unavailable)?;
-        match key.verify(unsigned, sig, false) {
+        match key.verify_parts(unsigned, sig, false) {
             Ok(()) => Ok(()),
             // Only a signature that a different key could make good is
             // worth a fresh look-up.
@@ -201,7 +219,7 @@ impl CommitVerifier {
                     return Err(VerifyFailure::BadSignature(SignatureError::Invalid));
                 }
                 fresh
-                    .verify(unsigned, sig, false)
+                    .verify_parts(unsigned, sig, false)
                     .map_err(VerifyFailure::BadSignature)
             }
             Err(e) => Err(VerifyFailure::BadSignature(e)),
@@ -234,55 +252,67 @@ fn check_blocks(commit: &Commit) -> Result<&[u8], VerifyFailure> {
     present(root)
 }
 
-/// Reads `{did, version: 3, data, rev, prev, sig}`.
-fn commit_fields(block: &[u8]) -> Result<CommitBlock<'_>, VerifyFailure> {
+/// Reads `{did, version: 3, data, rev, prev, sig}` in one pass, keeping
+/// the values the checks read and where the `sig` entry lies.
+fn read_commit(block: &[u8]) -> Result<CommitBlock<'_>, VerifyFailure> {
     let malformed = VerifyFailure::MalformedCommit;
-    let value = dag_cbor::decode(block).map_err(|_| malformed("not DAG-CBOR"))?;
-    let map = value.as_map().ok_or(malformed("not a map"))?;
-    if map.get("version").and_then(Value::as_int) != Some(REPO_VERSION) {
+    let (mut did, mut version, mut data, mut prev, mut rev, mut sig) =
+        (None, None, None, None, None, None);
+    let (mut entries, mut body, mut sig_span) = (0u64, None, None);
+    let mut reader = Reader::new(block);
+    reader
+        .map_entries(|span, key, value| {
+            entries += 1;
+            body.get_or_insert(span.start);
+            let field = match key {
+                "did" => &mut did,
+                "version" => &mut version,
+                "data" => &mut data,
+                "prev" => &mut prev,
+                "rev" => &mut rev,
+                "sig" => {
+                    sig_span = Some(span);
+                    &mut sig
+                }
+                _ => return,
+            };
+            *field = Some(value);
+        })
+        .and_then(|()| reader.finish())
+        .map_err(|_| match dag_cbor::decode(block) {
+            Ok(_) => malformed("not a map"),
+            Err(_) => malformed("not DAG-CBOR"),
+        })?;
+    if version.as_ref().and_then(Value::as_int) != Some(REPO_VERSION) {
         return Err(malformed("version is not 3"));
     }
-    if map.get("data").and_then(Value::as_link).is_none() {
+    if data.as_ref().and_then(Value::as_link).is_none() {
         return Err(malformed("data is not a CID"));
     }
-    if !matches!(map.get("prev"), None | Some(Value::Null | Value::Link(_))) {
+    if !matches!(prev, None | Some(Value::Null | Value::Link(_))) {
         return Err(malformed("prev is neither null nor a CID"));
     }
+    let did = did
+        .as_ref()
+        .and_then(Value::as_text)
+        .ok_or(malformed("did is not text"))?;
+    let rev = rev
+        .as_ref()
+        .and_then(Value::as_text)
+        .ok_or(malformed("rev is not text"))?;
+    let (Some(Value::Bytes(sig)), Some(sig_span), Some(body)) = (sig, sig_span, body) else {
+        return Err(malformed("sig is not bytes"));
+    };
     Ok(CommitBlock {
-        did: map
-            .get("did")
-            .and_then(Value::as_text)
-            .ok_or(malformed("did is not text"))?,
-        rev: map
-            .get("rev")
-            .and_then(Value::as_text)
-            .ok_or(malformed("rev is not text"))?,
-        sig: map
-            .get("sig")
-            .and_then(Value::as_bytes)
-            .ok_or(malformed("sig is not bytes"))?,
+        did,
+        rev,
+        sig,
+        unsigned: Unsigned {
+            head: Head::new(MAJOR_MAP, entries - 1),
+            before_sig: &block[body..sig_span.start],
+            after_sig: &block[sig_span.end..],
+        },
     })
-}
-
-/// The commit's DAG-CBOR without `sig`: what was signed. The block was
-/// read as canonical DAG-CBOR, so dropping the `sig` entry and writing the
-/// map's head with one entry fewer is exactly the canonical encoding of
-/// the unsigned commit; nothing needs re-encoding.
-fn unsigned_commit(block: &[u8]) -> Result<Vec<u8>, VerifyFailure> {
-    let malformed = |_| VerifyFailure::MalformedCommit("not DAG-CBOR");
-    let mut reader = Reader::new(block);
-    let entries = reader.map_len().map_err(malformed)?;
-    let mut unsigned = Vec::with_capacity(block.len());
-    write_head(MAJOR_MAP, entries.saturating_sub(1) as u64, &mut unsigned);
-    for _ in 0..entries {
-        let start = reader.position();
-        let key = reader.text().map_err(malformed)?;
-        reader.value().map_err(malformed)?;
-        if key != "sig" {
-            unsigned.extend_from_slice(&block[start..reader.position()]);
-        }
-    }
-    Ok(unsigned)
 }
 
 /// A TID's 64-bit value, or `None` if `text` is not a TID. TIDs sort as
@@ -666,13 +696,114 @@ mod tests {
         );
     }
 
+    /// The unsigned commit `read_commit` cuts out of `block`.
+    fn cut_unsigned(block: &[u8]) -> Vec<u8> {
+        read_commit(block).unwrap().unsigned.parts().concat()
+    }
+
     #[test]
     fn the_unsigned_commit_is_the_commit_encoded_without_sig() {
-        let commit = commit_of(&RepoKey::k256(1), ALICE, REV);
+        let key = RepoKey::k256(1);
+        let commit = commit_of(&key, ALICE, REV);
         assert_eq!(
-            unsigned_commit(&commit.commit.1).unwrap(),
+            cut_unsigned(&commit.commit.1),
             encode::to_dag_cbor(&unsigned(&commit)).unwrap()
         );
+        // Other fields, sorting before and after `sig`, and enough of them
+        // that dropping `sig` shortens the map's head (24 entries need two
+        // bytes, 23 one).
+        for extra in [0, 1, 18, 19, 40] {
+            let mut value = unsigned(&commit);
+            for i in 0..extra {
+                value[format!("x{i}")] = json!([i, "more"]);
+            }
+            value["a"] = json!({"nested": {"sig": encode::bytes(b"not this one")}});
+            value["zzzzzzzzzzzz"] = json!(null);
+            let expected = encode::to_dag_cbor(&value).unwrap();
+            let mut signed = value.clone();
+            signed["sig"] = encode::bytes(&[7; 64]);
+            let block = encode::to_dag_cbor(&signed).unwrap();
+            assert_eq!(cut_unsigned(&block), expected, "{extra} extra fields");
+        }
+    }
+
+    /// The cut is the re-encoding only for canonical input: everything
+    /// else must be refused before it, as the strict decoder refuses it.
+    #[test]
+    fn refuses_commit_blocks_that_are_not_canonical() {
+        let commit = commit_of(&RepoKey::k256(1), ALICE, REV);
+        let block = &commit.commit.1;
+        // {did, rev, sig, data, prev, version}: six entries.
+        assert_eq!(block[0], 0xa6);
+        let entry = |key: &str| {
+            let mut spans = Vec::new();
+            Reader::new(block)
+                .map_entries(|span, k, _| {
+                    if k == key {
+                        spans.push(span)
+                    }
+                })
+                .unwrap();
+            block[spans[0].clone()].to_vec()
+        };
+        let rest = |from: &str| {
+            let start = block.windows(from.len()).position(|w| w == from.as_bytes());
+            block[start.unwrap() - 1..].to_vec()
+        };
+        let head_long = [&[0xb8, 0x06][..], &block[1..]].concat();
+        let indefinite = [&[0xbf][..], &block[1..], &[0xff]].concat();
+        let trailing = [&block[..], &[0x00]].concat();
+        let swapped = [
+            &[0xa6][..],
+            &entry("rev"),
+            &entry("did"),
+            &entry("sig"),
+            &rest("data"),
+        ]
+        .concat();
+        let sig_twice = [
+            &[0xa7][..],
+            &entry("did"),
+            &entry("rev"),
+            &entry("sig"),
+            &entry("sig"),
+            &rest("data"),
+        ]
+        .concat();
+        let version_long = {
+            // `version` is the last entry, 3 its last byte.
+            let mut bytes = block[..block.len() - 1].to_vec();
+            bytes.extend_from_slice(&[0x18, 0x03]);
+            bytes
+        };
+        for (bytes, what) in [
+            (head_long, "a map head not in its shortest form"),
+            (indefinite, "an indefinite-length map"),
+            (trailing, "trailing bytes"),
+            (swapped, "keys out of order"),
+            (sig_twice, "a repeated sig"),
+            (version_long, "an integer not in its shortest form"),
+        ] {
+            assert!(dag_cbor::decode(&bytes).is_err(), "{what}");
+            assert!(
+                matches!(
+                    read_commit(&bytes),
+                    Err(VerifyFailure::MalformedCommit("not DAG-CBOR"))
+                ),
+                "{what}"
+            );
+        }
+        let array = encode::to_dag_cbor(&json!([1, 2])).unwrap();
+        assert!(matches!(
+            read_commit(&array),
+            Err(VerifyFailure::MalformedCommit("not a map"))
+        ));
+        let mut unsigned_only = unsigned(&commit);
+        unsigned_only["sig"] = json!("text");
+        assert!(matches!(
+            read_commit(&encode::to_dag_cbor(&unsigned_only).unwrap()),
+            Err(VerifyFailure::MalformedCommit("sig is not bytes"))
+        ));
     }
 
     #[test]

@@ -35,6 +35,7 @@ use p256::elliptic_curve::Generate;
 use p256::pkcs8::{EncodePrivateKey, LineEnding};
 use serde_json::{Value, json};
 
+use crate::OnAccept;
 use crate::tls::TestCa;
 
 pub const TEAM_ID: &str = "TEAM123456";
@@ -74,6 +75,7 @@ struct Apns {
     public: Option<VerifyingKey>,
     scripts: HashMap<String, VecDeque<(u16, &'static str)>>,
     accepted: Vec<Accepted>,
+    on_accept: Option<OnAccept<Accepted>>,
     provider_tokens: HashSet<String>,
     /// Provider tokens to answer `ExpiredProviderToken` for, as if they aged out.
     expired: HashSet<String>,
@@ -165,6 +167,11 @@ impl ApnsService {
         self.state.lock().unwrap().accepted.clone()
     }
 
+    /// Calls `hook` with every push accepted from now on.
+    pub fn on_accept(&self, hook: impl Fn(&Accepted) + Send + Sync + 'static) {
+        self.state.lock().unwrap().on_accept = Some(Box::new(hook));
+    }
+
     pub fn provider_tokens_seen(&self) -> usize {
         self.state.lock().unwrap().provider_tokens.len()
     }
@@ -214,11 +221,15 @@ async fn push(
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
         .collect();
-    s.accepted.push(Accepted {
+    let accepted = Accepted {
         device_token: token,
         headers,
         payload,
-    });
+    };
+    if let Some(hook) = &s.on_accept {
+        hook(&accepted);
+    }
+    s.accepted.push(accepted);
     let apns_id = format!("00000000-0000-0000-0000-{:012}", s.accepted.len());
     (StatusCode::OK, [("apns-id", apns_id)]).into_response()
 }

@@ -25,6 +25,8 @@ use rustls::pki_types::PrivatePkcs8KeyDer;
 use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 
+use crate::OnAccept;
+
 /// The service account's private key: test-only, generated for these tests.
 const SERVICE_ACCOUNT_KEY: &str = include_str!("fixtures/fcm_service_account_key.pem");
 pub const PROJECT_ID: &str = "herald-test";
@@ -56,6 +58,7 @@ struct Fcm {
     tokens_issued: usize,
     scripts: HashMap<String, VecDeque<FcmAnswer>>,
     accepted: Vec<Value>,
+    on_accept: Option<OnAccept<Value>>,
 }
 
 type Shared = Arc<Mutex<Fcm>>;
@@ -121,6 +124,11 @@ impl FcmService {
 
     pub fn tokens_issued(&self) -> usize {
         self.state.lock().unwrap().tokens_issued
+    }
+
+    /// Calls `hook` with every `message` accepted from now on.
+    pub fn on_accept(&self, hook: impl Fn(&Value) + Send + Sync + 'static) {
+        self.state.lock().unwrap().on_accept = Some(Box::new(hook));
     }
 
     /// The `message` objects FCM accepted.
@@ -338,6 +346,9 @@ async fn send(
     let mut s = state.lock().unwrap();
     if let Some(answer) = s.scripts.get_mut(&token).and_then(VecDeque::pop_front) {
         return scripted(answer);
+    }
+    if let Some(hook) = &s.on_accept {
+        hook(message);
     }
     s.accepted.push(message.clone());
     let name = format!("projects/{PROJECT_ID}/messages/{}", s.accepted.len());

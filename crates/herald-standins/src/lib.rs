@@ -18,3 +18,9 @@ pub mod plc;
 pub mod tls;
 pub mod webpush;
 mod ws_server;
+
+/// A caller's hook on a push service stand-in, called with each push it
+/// accepts at the moment it accepts it: lets a benchmark time or count
+/// pushes without polling the whole record. It runs under the stand-in's
+/// lock, so it must be quick.
+pub type OnAccept<T> = Box<dyn Fn(&T) + Send + Sync>;

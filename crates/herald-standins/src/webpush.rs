@@ -30,6 +30,8 @@ use rand::RngExt;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
+use crate::OnAccept;
+
 /// autopush's `max_data_bytes`.
 const MAX_BODY_BYTES: usize = 5630;
 /// RFC 8292: a VAPID token may not expire more than 24 h ahead.
@@ -70,6 +72,7 @@ struct Service {
     origin: String,
     agents: HashMap<String, UserAgent>,
     received: Vec<Received>,
+    on_accept: Option<OnAccept<Received>>,
 }
 
 type Shared = Arc<Mutex<Service>>;
@@ -130,6 +133,11 @@ impl WebPushService {
         }
     }
 
+    /// Calls `hook` with every message accepted (and decrypted) from now on.
+    pub fn on_accept(&self, hook: impl Fn(&Received) + Send + Sync + 'static) {
+        self.state.lock().unwrap().on_accept = Some(Box::new(hook));
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.state.lock().unwrap().received.clone()
     }
@@ -186,12 +194,16 @@ async fn push(
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
         .collect();
-    s.received.push(Received {
+    let received = Received {
         headers,
         plaintext,
         vapid_claims: claims,
         vapid_key: key,
-    });
+    };
+    if let Some(hook) = &s.on_accept {
+        hook(&received);
+    }
+    s.received.push(received);
     let location = format!("{origin}/m/{}", s.received.len());
     (
         StatusCode::CREATED,

@@ -1,8 +1,10 @@
 //! `deliver`: notifications through the whole pipeline a user runs —
-//! fan-out into the SQLite queue, the dispatcher, the UnifiedPush provider's
-//! HTTP client — to a local receiver on loopback: deliveries per second and
-//! the latency from enqueue to the receiver's acceptance.
+//! fan-out into the queue (SQLite or PostgreSQL), the dispatcher, a
+//! provider configured as a user configures it — to a local stand-in for
+//! the push service: deliveries per second and the latency from just
+//! before enqueue to the service accepting the push.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,13 +15,16 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use herald_core::model::{Account, AppId, Message, NewDevice, Notification, Platform, Transport};
-use herald_core::store::{Queue, Store};
+use herald_core::store::Queue;
 use herald_core::time::now_ms;
-use serde_json::json;
+use herald_standins::apns::{ApnsService, KEY_ID, TEAM_ID};
+use herald_standins::fcm::FcmService;
+use herald_standins::webpush::WebPushService;
+use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, watch};
 
 use super::{Report, now_us, scratch_dir};
-use crate::config::{AppConfig, Config, UnifiedPushConfig};
+use crate::config::{AppConfig, Config};
 use crate::runtime::Runtime;
 
 #[derive(clap::Args)]
@@ -33,6 +38,11 @@ pub struct Args {
     /// Concurrent sends allowed to the transport.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// The push service the device is reached through, each a local
+    /// stand-in: a plain UnifiedPush receiver, APNs (HTTP/2, TLS), FCM
+    /// (OAuth2) or a Web Push service that decrypts every push.
+    #[arg(long, value_enum, default_value_t = Via::UnifiedPush)]
+    transport: Via,
     /// The store to queue in (`postgres://…`; an empty database): by
     /// default a fresh SQLite file.
     #[arg(long)]
@@ -42,17 +52,17 @@ pub struct Args {
     pub json: bool,
 }
 
-pub async fn run(args: Args) -> Result<Report, String> {
-    deliver(
-        args.count,
-        args.producers.max(1),
-        args.concurrency,
-        args.database_url,
-    )
-    .await
+/// The push service the deliveries go to.
+#[derive(Clone, Copy, clap::ValueEnum)]
+#[value(rename_all = "lower")]
+enum Via {
+    UnifiedPush,
+    Apns,
+    Fcm,
+    WebPush,
 }
 
-/// What the receiver saw.
+/// What the push service saw.
 #[derive(Default)]
 struct Receiver {
     received: AtomicUsize,
@@ -61,47 +71,150 @@ struct Receiver {
     done: Notify,
 }
 
-async fn receive(State(r): State<Arc<Receiver>>, body: Bytes) -> StatusCode {
-    let sent_us = serde_json::from_slice::<Message>(&body)
-        .ok()
-        .and_then(|m| m.data.get("t").and_then(|t| t.as_u64()));
-    let Some(sent_us) = sent_us else {
-        return StatusCode::BAD_REQUEST;
-    };
-    r.latencies_us
-        .lock()
-        .unwrap()
-        .push(now_us().saturating_sub(sent_us));
-    if r.received.fetch_add(1, Ordering::SeqCst) + 1 == r.expected.load(Ordering::SeqCst) {
-        r.done.notify_one();
+impl Receiver {
+    /// Times an accepted push by the send time `t` its data carries (a
+    /// number, or the string FCM makes of it); false if it carries none.
+    fn accept(&self, t: &Value) -> bool {
+        let Some(sent_us) = t.as_u64().or_else(|| t.as_str()?.parse().ok()) else {
+            return false;
+        };
+        self.latencies_us
+            .lock()
+            .unwrap()
+            .push(now_us().saturating_sub(sent_us));
+        if self.received.fetch_add(1, Ordering::SeqCst) + 1 == self.expected.load(Ordering::SeqCst)
+        {
+            self.done.notify_one();
+        }
+        true
     }
-    StatusCode::CREATED
 }
 
-async fn deliver(
-    count: usize,
-    producers: usize,
-    concurrency: usize,
-    database_url: Option<String>,
-) -> Result<Report, String> {
+async fn receive_unifiedpush(State(r): State<Arc<Receiver>>, body: Bytes) -> StatusCode {
+    let message: Value = serde_json::from_slice(&body).unwrap_or_default();
+    if r.accept(&message["data"]["t"]) {
+        StatusCode::CREATED
+    } else {
+        StatusCode::BAD_REQUEST
+    }
+}
+
+/// A started stand-in and what herald needs to reach it.
+struct Service {
+    transport: Transport,
+    name: &'static str,
+    /// The app's transport table, as a user writes it in herald.toml.
+    table: Value,
+    extra_ca_file: Option<PathBuf>,
+    device: (Platform, String, Map<String, Value>),
+}
+
+const APNS_TOPIC: &str = "org.example.bench";
+/// A production APNs device token: 64 hex digits.
+const APNS_TOKEN: &str = "740f4707bebcf74f9b7c25d48e3358945f6aa01da5ddb387462c7eaf61bb78ad";
+/// An FCM registration token as the Firebase SDK hands it out: the
+/// installation id, `:APA91b` and the 134-character rest.
+const FCM_TOKEN: &str = "R4e_CbTMN-RLJ2kfUoSdDw:APA91bhRwAkvp3rmM5BhMM15x8ptgFG0N9I6Gf3AW-oAT85bDsN4z62Rxb_0uhr3d-3meb6lPBi50C9DDAXvSXmi9GV8OCEAdVUdkoGNsFfJKi22Q4yGNdNbTNsr7yRGD6oHEdD0RKAD";
+
+/// Starts the stand-in for `via`, reporting each push it accepts to `receiver`.
+async fn start(via: Via, dir: &Path, receiver: &Arc<Receiver>) -> Result<Service, String> {
+    let r = Arc::clone(receiver);
+    let no_options = Map::new();
+    Ok(match via {
+        Via::UnifiedPush => {
+            let app = Router::new()
+                .route("/up", post(receive_unifiedpush))
+                .with_state(r);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| e.to_string())?;
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            Service {
+                transport: Transport::UnifiedPush,
+                name: "local receiver",
+                table: json!({"unifiedpush": {}}),
+                extra_ca_file: None,
+                device: (Platform::Android, format!("http://{addr}/up"), no_options),
+            }
+        }
+        Via::Apns => {
+            let apns = ApnsService::start(dir, APNS_TOPIC).await;
+            apns.on_accept(move |a| {
+                r.accept(&a.payload["t"]);
+            });
+            Service {
+                transport: Transport::Apns,
+                name: "APNs stand-in",
+                table: json!({"apns": {
+                    "team_id": TEAM_ID, "key_id": KEY_ID, "key_file": apns.key_path,
+                    "topic": APNS_TOPIC, "production_url": apns.url(),
+                }}),
+                extra_ca_file: Some(apns.ca_pem_path.clone()),
+                device: (Platform::Ios, APNS_TOKEN.into(), no_options),
+            }
+        }
+        Via::Fcm => {
+            let fcm = FcmService::start(dir).await;
+            fcm.on_accept(move |m| {
+                r.accept(&m["data"]["t"]);
+            });
+            Service {
+                transport: Transport::Fcm,
+                name: "FCM stand-in",
+                table: json!({"fcm": {
+                    "service_account_file": fcm.service_account_file(),
+                    "base_url": fcm.base_url(),
+                }}),
+                extra_ca_file: None,
+                device: (Platform::Android, FCM_TOKEN.into(), no_options),
+            }
+        }
+        Via::WebPush => {
+            let service = WebPushService::start().await;
+            service.on_accept(move |m| {
+                let message: Value = serde_json::from_slice(&m.plaintext).unwrap_or_default();
+                r.accept(&message["data"]["t"]);
+            });
+            let vapid_key = dir.join("vapid.pem");
+            std::fs::write(&vapid_key, herald_push::vapid::generate_keypair().0)
+                .map_err(|e| e.to_string())?;
+            let subscription = service.subscribe();
+            let keys = json!({"p256dh": subscription.p256dh, "auth": subscription.auth});
+            Service {
+                transport: Transport::WebPush,
+                name: "Web Push stand-in",
+                table: json!({"webpush": {
+                    "vapid_private_key_file": vapid_key, "subject": "mailto:bench@example.com",
+                }}),
+                extra_ca_file: None,
+                device: (
+                    Platform::Web,
+                    subscription.endpoint,
+                    keys.as_object().cloned().unwrap_or_default(),
+                ),
+            }
+        }
+    })
+}
+
+pub async fn run(args: Args) -> Result<Report, String> {
+    let Args {
+        count,
+        producers,
+        concurrency,
+        transport,
+        database_url,
+        ..
+    } = args;
     if count == 0 {
         return Err("--count must be at least 1".into());
     }
+    let producers = producers.max(1);
     let receiver = Arc::new(Receiver::default());
     receiver.expected.store(count, Ordering::SeqCst);
-    let app = Router::new()
-        .route("/up", post(receive))
-        .with_state(Arc::clone(&receiver));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let endpoint = format!(
-        "http://{}/up",
-        listener.local_addr().map_err(|e| e.to_string())?
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await });
-
     let dir = scratch_dir("deliver")?;
+    let service = start(transport, &dir, &receiver).await?;
     let store = if database_url.is_some() {
         "postgres"
     } else {
@@ -111,19 +224,15 @@ async fn deliver(
         database_url: database_url
             .unwrap_or_else(|| format!("sqlite://{}/bench.db", dir.display())),
         allow_private_endpoints: true,
+        extra_ca_file: service.extra_ca_file,
         ..Config::default()
     };
     config
         .delivery
         .concurrency
-        .insert(Transport::UnifiedPush, concurrency);
-    config.apps.insert(
-        "bench".into(),
-        AppConfig {
-            unifiedpush: Some(UnifiedPushConfig::default()),
-            ..AppConfig::default()
-        },
-    );
+        .insert(service.transport, concurrency);
+    let app: AppConfig = serde_json::from_value(service.table).map_err(|e| e.to_string())?;
+    config.apps.insert("bench".into(), app);
     let runtime = Runtime::start(config).await.map_err(|e| e.to_string())?;
     let waiting = runtime.store.depth().await.map_err(|e| e.to_string())?;
     if waiting > 0 {
@@ -132,19 +241,22 @@ async fn deliver(
         ));
     }
     let account = Account::parse("bench:alice").expect("valid literal");
+    let (platform, token, options) = service.device;
+    // Registered as the HTTP API registers it, so the provider checks the
+    // token's shape and stores it in its own form.
+    let device = runtime
+        .accept_registration(NewDevice {
+            account: account.clone(),
+            app_id: AppId::parse("bench").expect("valid literal"),
+            platform,
+            transport: service.transport,
+            token,
+            options,
+        })
+        .await
+        .map_err(|e| e.to_string())?;
     runtime
-        .store
-        .upsert_device(
-            &NewDevice {
-                account: account.clone(),
-                app_id: AppId::parse("bench").expect("valid literal"),
-                platform: Platform::Android,
-                transport: Transport::UnifiedPush,
-                token: endpoint,
-                options: Default::default(),
-            },
-            now_ms(),
-        )
+        .store_device(&device)
         .await
         .map_err(|e| e.to_string())?;
 
@@ -197,15 +309,45 @@ async fn deliver(
     }
     let latencies_us = std::mem::take(&mut *receiver.latencies_us.lock().unwrap());
     Ok(Report {
-        title: format!("deliver ({store} queue -> UnifiedPush -> local receiver)"),
+        title: format!(
+            "deliver ({store} queue -> {} -> {})",
+            service.transport, service.name
+        ),
         unit: "deliveries",
         count,
         elapsed,
         latencies_us,
         facts: vec![
             ("store", json!(store)),
+            ("transport", json!(service.transport.as_str())),
             ("producers", json!(producers)),
             ("concurrency", json!(concurrency)),
         ],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::ValueEnum;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn every_transport_delivers_and_times_every_notification() {
+        for &transport in Via::value_variants() {
+            let report = run(Args {
+                count: 50,
+                producers: 2,
+                concurrency: 8,
+                transport,
+                database_url: None,
+                json: false,
+            })
+            .await
+            .unwrap_or_else(|e| {
+                panic!("{}: {e}", transport.to_possible_value().unwrap().get_name())
+            });
+            assert_eq!(report.latencies_us.len(), 50, "{}", report.title);
+        }
+    }
 }

@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 
 #[derive(Subcommand)]
 pub enum Scenario {
-    /// Deliveries per second from the admin pipeline to a local UnifiedPush receiver.
+    /// Deliveries per second from the admin pipeline through the queue to a local push service.
     Deliver(deliver::Args),
     /// Verified registerPush calls per second through the HTTP server, DID documents cached.
     Register(register::Args),

@@ -14,7 +14,7 @@ pub enum Backend {
 /// Connections in the SQLite pool for reads. SQLite has one writer at a
 /// time, which gets a connection of its own; in WAL mode these let reads
 /// (device look-ups) proceed beside a write.
-const SQLITE_POOL_SIZE: u32 = 3;
+const SQLITE_READ_POOL_SIZE: u32 = 3;
 /// Connections in the PostgreSQL pool per process.
 const POSTGRES_POOL_SIZE: u32 = 16;
 /// How long a request waits for a pooled connection before the store reports unavailable.
@@ -56,10 +56,12 @@ impl Backend {
         }
     }
 
-    pub fn pool_size(self) -> u32 {
+    /// Connections of a pool for reads alone, or `None` where reads share
+    /// the writers' pool (PostgreSQL, whose connections all read and write).
+    pub fn read_pool_size(self) -> Option<u32> {
         match self {
-            Backend::Sqlite => SQLITE_POOL_SIZE,
-            Backend::Postgres => POSTGRES_POOL_SIZE,
+            Backend::Sqlite => Some(SQLITE_READ_POOL_SIZE),
+            Backend::Postgres => None,
         }
     }
 

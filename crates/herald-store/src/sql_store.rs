@@ -20,13 +20,14 @@ use crate::writes::{self, device_columns};
 pub struct SqlStore {
     /// Reads.
     pool: AnyPool,
-    /// Writes, committed in groups through `writer`'s connections. On
-    /// SQLite one connection: SQLite has one writer at a time, and one
-    /// connection keeps its page cache, which SQLite drops whenever another
-    /// connection has written. On PostgreSQL the pool reads use too.
+    /// The connections writes go through. On SQLite one: SQLite has one
+    /// writer at a time, and one connection keeps its page cache, which
+    /// SQLite drops whenever another connection has written. On
+    /// PostgreSQL the same pool as `pool`.
+    writer: AnyPool,
+    /// Every write, committed in groups through `writer`.
     writes: GroupCommit,
     backend: Backend,
-    writer: AnyPool,
 }
 
 impl SqlStore {
@@ -36,9 +37,9 @@ impl SqlStore {
         let (backend, url) = Backend::from_url(url)?;
         let writer = connect(backend, &url, backend.writer_pool_size()).await?;
         migrate::run(&writer, backend).await?;
-        let pool = match backend {
-            Backend::Sqlite => connect(backend, &url, backend.pool_size()).await?,
-            Backend::Postgres => writer.clone(),
+        let pool = match backend.read_pool_size() {
+            Some(size) => connect(backend, &url, size).await?,
+            None => writer.clone(),
         };
         if let Some(sql) = backend.release_leases_sql() {
             let released = sqlx::query(sql)
@@ -54,8 +55,8 @@ impl SqlStore {
         Ok(Self {
             pool,
             writes: GroupCommit::start(writer.clone(), backend.committers()),
-            backend,
             writer,
+            backend,
         })
     }
 

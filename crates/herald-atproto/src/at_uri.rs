@@ -17,6 +17,7 @@ use serde::de::Visitor;
 use serde::{Deserialize, Deserializer};
 
 use crate::did::{Did, DidError};
+use crate::jetstream_event::RULE_COLLECTIONS;
 
 /// The AT URI spec caps a URI at 8 KiB.
 pub const MAX_AT_URI_BYTES: usize = 8 * 1024;
@@ -173,8 +174,13 @@ fn check_parts(collection: &str, rkey: &str) -> Result<(), AtUriError> {
 }
 
 /// NSID syntax (atproto spec): a reversed domain of at least two labels,
-/// then a name that starts with a letter and has no hyphen.
+/// then a name that starts with a letter and has no hyphen. The collections
+/// the rules read are nearly every URI of the stream, so they are known
+/// good by a comparison or two before the syntax is checked.
 fn is_nsid(text: &str) -> bool {
+    if RULE_COLLECTIONS.contains(&text) {
+        return true;
+    }
     if text.len() > MAX_NSID_BYTES {
         return false;
     }
@@ -201,10 +207,21 @@ fn is_record_key(text: &str) -> bool {
     (1..=MAX_RECORD_KEY_BYTES).contains(&text.len())
         && text != "."
         && text != ".."
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._:~-".contains(&b))
+        && text.bytes().all(|b| RECORD_KEY_BYTES[usize::from(b)])
 }
+
+/// `A-Za-z0-9._:~-`, looked up rather than compared: every event's key
+/// and every URI in its record pass through here.
+const RECORD_KEY_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'~' | b'-');
+        b += 1;
+    }
+    table
+};
 
 /// At most `ERROR_PREVIEW_BYTES` of `text`, cut on a character boundary.
 pub(crate) fn preview(text: &str) -> String {
@@ -295,6 +312,35 @@ mod tests {
             };
             assert_eq!(name, expected, "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn record_keys_take_exactly_their_characters() {
+        let did = "did:plc:vfnmgxg2yscfliemmcxzyfyh";
+        for key in ["self", "3mmoojp7etg2g", "a.b_c:d~e-f", "Z9", "..."] {
+            assert!(
+                AtUri::parse(&format!("at://{did}/app.bsky.feed.post/{key}")).is_ok(),
+                "{key}"
+            );
+        }
+        for key in ["é", "a\u{0}", "a%20", "a+b", "a@b", "a\\b", "a\"b"] {
+            let err = AtUri::parse(&format!("at://{did}/app.bsky.feed.post/{key}")).unwrap_err();
+            assert!(matches!(err, AtUriError::RecordKey(_)), "{key:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_collection_the_rules_read_and_any_other_nsid_are_both_checked() {
+        let did = "did:plc:vfnmgxg2yscfliemmcxzyfyh";
+        for collection in RULE_COLLECTIONS
+            .iter()
+            .chain(&["org.hypercerts.claim.activity"])
+        {
+            let uri = AtUri::parse(&format!("at://{did}/{collection}/k")).unwrap();
+            assert_eq!(uri.collection(), *collection);
+        }
+        let err = AtUri::parse(&format!("at://{did}/app.bsky.feed.like-/k")).unwrap_err();
+        assert!(matches!(err, AtUriError::Collection(_)), "{err}");
     }
 
     #[test]

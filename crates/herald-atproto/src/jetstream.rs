@@ -178,7 +178,11 @@ impl Wire for JetstreamWire {
 
     fn read(&mut self, message: Message) -> Result<Received<RawEvent>, String> {
         let json = match message {
-            Message::Binary(frame) => self.decoder.decode(&frame).map_err(|e| e.to_string())?,
+            Message::Binary(frame) => self
+                .decoder
+                .decode(&frame)
+                .map_err(|e| e.to_string())?
+                .to_vec(),
             Message::Text(text) => {
                 let max = self.decoder.limits().max_decompressed_bytes;
                 if text.len() > max {

@@ -145,8 +145,10 @@ impl FrameDecoder {
         self.limits
     }
 
-    /// Decompresses one frame into the event's JSON bytes.
-    pub fn decode(&mut self, frame: &[u8]) -> Result<Vec<u8>, FrameError> {
+    /// Decompresses one frame into the event's JSON bytes, which stay in
+    /// the decoder's buffer until the next frame: the caller copies them
+    /// only if it keeps them.
+    pub fn decode(&mut self, frame: &[u8]) -> Result<&[u8], FrameError> {
         let max = self.limits.max_decompressed_bytes;
         if frame.len() > self.limits.max_compressed_bytes {
             return Err(FrameError::CompressedTooLarge {
@@ -167,7 +169,7 @@ impl FrameDecoder {
             .decompressor
             .decompress_to_buffer(frame, &mut self.scratch)
         {
-            Ok(_) => Ok(self.scratch.to_vec()),
+            Ok(_) => Ok(&self.scratch),
             Err(e) if is_zstd_error(&e, ZSTD_ErrorCode::ZSTD_error_dstSize_tooSmall) => {
                 // With a declared size under the cap, zstd would have said
                 // the content disagrees with it; only more output than the

@@ -222,7 +222,7 @@ async fn whole_path(runtime: &Runtime, frames: Arc<[Vec<u8>]>) -> Result<Whole, 
     let producer = tokio::spawn(async move {
         let mut decoder = decoder()?;
         for frame in frames.iter() {
-            let json = decoder.decode(frame).map_err(|e| e.to_string())?;
+            let json = decoder.decode(frame).map_err(|e| e.to_string())?.to_vec();
             if events_tx.send(RawEvent::from_v1(json)?).await.is_err() {
                 return Err("the pipeline stopped before the stream ended".to_owned());
             }
@@ -295,7 +295,7 @@ fn one_core_pass(
             black_box(json);
             continue;
         }
-        let event = parse_event(&json).map_err(|e| e.to_string())?;
+        let event = parse_event(json).map_err(|e| e.to_string())?;
         if stage == Stage::Parse {
             black_box(event);
             continue;

@@ -16,7 +16,7 @@
 
 use std::borrow::Cow;
 
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
@@ -92,15 +92,14 @@ pub enum EventBody {
     Account(Account),
 }
 
-/// One operation on one record.
+/// One operation on one record. The stream's `rev` and `cid` are not
+/// kept: no rule reads them, and copying them out of every event of the
+/// network cost two allocations each.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Commit {
-    pub rev: String,
     /// `at://<did>/<collection>/<rkey>` of the record.
     pub uri: AtUri,
     pub operation: Operation,
-    /// The new record's CID; a delete has none.
-    pub cid: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,22 +206,31 @@ pub struct Account {
 
 /// Parses one event: a text frame, or a decompressed binary frame.
 pub fn parse_event(json: &[u8]) -> Result<JetstreamEvent, EventError> {
-    let raw: RawEvent = serde_json::from_slice(json).map_err(json_error)?;
-    let did = Did::parse(&raw.did).map_err(|e| EventError::Did(preview(&e.to_string())))?;
-    let body = match &*raw.kind {
-        "commit" => {
-            let commit = raw.commit.ok_or(EventError::MissingBody("commit"))?;
-            EventBody::Commit(Box::new(commit.decode(&did)?))
-        }
-        "identity" => EventBody::Identity(raw.identity.ok_or(EventError::MissingBody("identity"))?),
-        "account" => EventBody::Account(raw.account.ok_or(EventError::MissingBody("account"))?),
-        other => return Err(EventError::UnknownKind(preview(other))),
-    };
-    Ok(JetstreamEvent {
-        did,
-        time_us: raw.time_us,
-        body,
-    })
+    // One check of the whole event is cheaper than serde_json's check of
+    // each string it reads, and of the raw record again.
+    let json = std::str::from_utf8(json)
+        .map_err(|e| EventError::Json(format!("not UTF-8 at byte {}", e.valid_up_to())))?;
+    // Whatever the one pass refuses is read again the careful way, whose
+    // errors say what is wrong; a well-formed event is read once.
+    match parse_in_one_pass(json) {
+        Some(event) => Ok(event),
+        None => parse_in_two_passes(json),
+    }
+}
+
+/// Jetstream writes a commit's `collection` before its `record`, so the
+/// record is decoded where it lies, in the pass that reads the envelope
+/// ([`OnePassCommit`]). `None` for anything the careful parse must look at.
+fn parse_in_one_pass(json: &str) -> Option<JetstreamEvent> {
+    let raw: RawEvent<OnePassCommit> = serde_json::from_str(json).ok()?;
+    raw.into_event(|commit| commit.0).ok()
+}
+
+/// The envelope with the record kept raw, then the record decoded: the
+/// reference parse, which names the part of an event that is wrong.
+fn parse_in_two_passes(json: &str) -> Result<JetstreamEvent, EventError> {
+    let raw: RawEvent<RawCommit> = serde_json::from_str(json).map_err(json_error)?;
+    raw.into_event(|commit| commit)
 }
 
 /// The create event the stream would carry for the record `uri` whose
@@ -258,12 +266,11 @@ pub fn parse_v2_event(json: &[u8], time_us: u64) -> Result<JetstreamEvent, Event
         "commit" => {
             let missing = || EventError::MissingBody("commit");
             let commit = RawCommit {
-                rev: raw.rev.ok_or_else(missing)?,
+                _rev: raw.rev.ok_or_else(missing)?,
                 operation: raw.operation.ok_or_else(missing)?,
                 collection: raw.collection.ok_or_else(missing)?,
                 rkey: raw.rkey.ok_or_else(missing)?,
-                record: raw.record,
-                cid: raw.cid,
+                record: raw.record.map(ReadRecord::Raw),
             };
             EventBody::Commit(Box::new(commit.decode(&did)?))
         }
@@ -290,8 +297,6 @@ struct RawV2Event<'a> {
     rkey: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     record: Option<&'a RawValue>,
-    #[serde(default, borrow)]
-    cid: Option<Cow<'a, str>>,
     #[serde(default)]
     identity: Option<Identity>,
     #[serde(default)]
@@ -306,43 +311,87 @@ fn json_error(e: serde_json::Error) -> EventError {
 /// The envelope's strings borrow from the event's JSON (`Cow`: owned only
 /// when the text has escapes), so reading them allocates nothing: the stream
 /// is the whole network's, and most of it notifies nobody.
+/// `C` is how the commit is read: [`RawCommit`] or [`OnePassCommit`].
 #[derive(Deserialize)]
-struct RawEvent<'a> {
+struct RawEvent<'a, C> {
     #[serde(borrow)]
     did: Cow<'a, str>,
     time_us: u64,
     #[serde(borrow)]
     kind: Cow<'a, str>,
-    #[serde(default, borrow)]
-    commit: Option<RawCommit<'a>>,
+    #[serde(default = "Option::default")]
+    commit: Option<C>,
     #[serde(default)]
     identity: Option<Identity>,
     #[serde(default)]
     account: Option<Account>,
 }
 
+impl<'a, C> RawEvent<'a, C> {
+    fn into_event(
+        self,
+        commit_of: impl FnOnce(C) -> RawCommit<'a>,
+    ) -> Result<JetstreamEvent, EventError> {
+        let did = Did::parse(&self.did).map_err(|e| EventError::Did(preview(&e.to_string())))?;
+        let body = match &*self.kind {
+            "commit" => {
+                let commit = self.commit.ok_or(EventError::MissingBody("commit"))?;
+                EventBody::Commit(Box::new(commit_of(commit).decode(&did)?))
+            }
+            "identity" => {
+                EventBody::Identity(self.identity.ok_or(EventError::MissingBody("identity"))?)
+            }
+            "account" => {
+                EventBody::Account(self.account.ok_or(EventError::MissingBody("account"))?)
+            }
+            other => return Err(EventError::UnknownKind(preview(other))),
+        };
+        Ok(JetstreamEvent {
+            did,
+            time_us: self.time_us,
+            body,
+        })
+    }
+}
+
+/// A commit's record: raw JSON to decode, or decoded in the envelope's pass.
+/// Lives only while one event is read, and is moved once: boxing the large
+/// variant would cost an allocation per event to save a copy.
+#[allow(clippy::large_enum_variant)]
+enum ReadRecord<'a> {
+    Raw(&'a RawValue),
+    Decoded(Record),
+}
+
+/// A commit as the derive reads it: the record kept raw.
 #[derive(Deserialize)]
 struct RawCommit<'a> {
-    #[serde(borrow)]
-    rev: Cow<'a, str>,
+    /// Required of every commit, read by nothing.
+    #[serde(rename = "rev", borrow)]
+    _rev: Cow<'a, str>,
     #[serde(borrow)]
     operation: Cow<'a, str>,
     #[serde(borrow)]
     collection: Cow<'a, str>,
     #[serde(borrow)]
     rkey: Cow<'a, str>,
-    #[serde(default, borrow)]
-    record: Option<&'a RawValue>,
-    #[serde(default, borrow)]
-    cid: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "raw_record")]
+    record: Option<ReadRecord<'a>>,
+}
+
+fn raw_record<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<ReadRecord<'de>>, D::Error> {
+    Option::<&RawValue>::deserialize(deserializer).map(|raw| raw.map(ReadRecord::Raw))
 }
 
 impl RawCommit<'_> {
     fn decode(self, did: &Did) -> Result<Commit, EventError> {
         let uri = AtUri::new(did, &self.collection, &self.rkey)?;
-        let record = |operation| {
-            let raw = self.record.ok_or(EventError::MissingRecord(operation))?;
-            decode_record(&self.collection, raw)
+        let record = |operation| match self.record {
+            None => Err(EventError::MissingRecord(operation)),
+            Some(ReadRecord::Decoded(record)) => Ok(record),
+            Some(ReadRecord::Raw(raw)) => decode_record(&self.collection, raw),
         };
         let operation = match &*self.operation {
             "create" => Operation::Create(record("create")?),
@@ -350,35 +399,127 @@ impl RawCommit<'_> {
             "delete" => Operation::Delete,
             other => return Err(EventError::UnknownOperation(preview(other))),
         };
-        Ok(Commit {
-            rev: self.rev.into_owned(),
-            uri,
-            operation,
-            cid: self.cid.map(Cow::into_owned),
-        })
+        Ok(Commit { uri, operation })
     }
 }
 
+/// Decodes a raw record; one of a collection the rules do not read is not
+/// even parsed.
 fn decode_record(collection: &str, raw: &RawValue) -> Result<Record, EventError> {
+    if !RULE_COLLECTIONS.contains(&collection) {
+        return Ok(Record::Other);
+    }
+    let mut json = serde_json::Deserializer::from_str(raw.get());
+    read_record(collection, &mut json)
+        .and_then(|record| json.end().map(|()| record))
+        .map_err(|e| EventError::Record {
+            collection: collection.to_owned(),
+            reason: preview(&e.to_string()),
+        })
+}
+
+/// The record of `collection`, as the rules read it.
+fn read_record<'de, D: Deserializer<'de>>(collection: &str, json: D) -> Result<Record, D::Error> {
     Ok(match collection {
-        nsid::FEED_LIKE => Record::Like(decode(collection, raw)?),
-        nsid::FEED_REPOST => Record::Repost(decode(collection, raw)?),
-        nsid::FEED_POST => Record::Post(decode(collection, raw)?),
-        nsid::GRAPH_FOLLOW => Record::Follow(decode(collection, raw)?),
-        nsid::GRAPH_BLOCK => Record::Block(decode(collection, raw)?),
-        nsid::GRAPH_VERIFICATION => Record::Verification(decode(collection, raw)?),
-        nsid::ACTOR_PROFILE => Record::Profile(decode(collection, raw)?),
-        nsid::GRAPH_LISTBLOCK => Record::ListBlock(decode(collection, raw)?),
-        nsid::GRAPH_LISTITEM => Record::ListItem(decode(collection, raw)?),
-        _ => Record::Other,
+        nsid::FEED_LIKE => Record::Like(Engagement::deserialize(json)?),
+        nsid::FEED_REPOST => Record::Repost(Engagement::deserialize(json)?),
+        nsid::FEED_POST => Record::Post(Post::deserialize(json)?),
+        nsid::GRAPH_FOLLOW => Record::Follow(AccountSubject::deserialize(json)?),
+        nsid::GRAPH_BLOCK => Record::Block(AccountSubject::deserialize(json)?),
+        nsid::GRAPH_VERIFICATION => Record::Verification(AccountSubject::deserialize(json)?),
+        nsid::ACTOR_PROFILE => Record::Profile(Profile::deserialize(json)?),
+        nsid::GRAPH_LISTBLOCK => Record::ListBlock(ListBlock::deserialize(json)?),
+        nsid::GRAPH_LISTITEM => Record::ListItem(ListItem::deserialize(json)?),
+        _ => {
+            IgnoredAny::deserialize(json)?;
+            Record::Other
+        }
     })
 }
 
-fn decode<T: DeserializeOwned>(collection: &str, raw: &RawValue) -> Result<T, EventError> {
-    serde_json::from_str(raw.get()).map_err(|e| EventError::Record {
-        collection: collection.to_owned(),
-        reason: preview(&e.to_string()),
-    })
+/// A commit read in one pass: when `collection` comes before `record`,
+/// as Jetstream writes them, the record is decoded where it lies instead
+/// of being scanned once raw and parsed again. A record that comes first
+/// is kept raw, as [`RawCommit`] keeps it. The checks are the derive's:
+/// every field once, the four strings required.
+struct OnePassCommit<'a>(RawCommit<'a>);
+
+impl<'de> Deserialize<'de> for OnePassCommit<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(OnePassVisitor)
+    }
+}
+
+struct OnePassVisitor;
+
+impl<'de> Visitor<'de> for OnePassVisitor {
+    type Value = OnePassCommit<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a commit object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let [mut rev, mut operation, mut collection, mut rkey]: [Option<Cow<'de, str>>; 4] =
+            Default::default();
+        let mut record = None;
+        while let Some(key) = map.next_key_seed(Text)? {
+            let text_field = match &*key {
+                "rev" => &mut rev,
+                "operation" => &mut operation,
+                "collection" => &mut collection,
+                "rkey" => &mut rkey,
+                "record" if record.is_none() => {
+                    record = Some(match &collection {
+                        Some(collection) => {
+                            ReadRecord::Decoded(map.next_value_seed(RecordOf(collection))?)
+                        }
+                        None => ReadRecord::Raw(map.next_value()?),
+                    });
+                    continue;
+                }
+                "record" => return Err(A::Error::duplicate_field("record")),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            if text_field.replace(map.next_value_seed(Text)?).is_some() {
+                return Err(A::Error::custom("duplicate field"));
+            }
+        }
+        let required =
+            |field: Option<Cow<'de, str>>, name| field.ok_or_else(|| A::Error::missing_field(name));
+        Ok(OnePassCommit(RawCommit {
+            _rev: required(rev, "rev")?,
+            operation: required(operation, "operation")?,
+            collection: required(collection, "collection")?,
+            rkey: required(rkey, "rkey")?,
+            record,
+        }))
+    }
+}
+
+/// A string borrowed from the input where it has no escapes.
+struct Text;
+
+impl<'de> DeserializeSeed<'de> for Text {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        json_text(deserializer)
+    }
+}
+
+/// The record of the collection named.
+struct RecordOf<'c>(&'c str);
+
+impl<'de> DeserializeSeed<'de> for RecordOf<'_> {
+    type Value = Record;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Record, D::Error> {
+        read_record(self.0, deserializer)
+    }
 }
 
 /// The lexicon's shape of a post; [`Post`] keeps what the rules read.
@@ -573,11 +714,6 @@ mod tests {
             like.uri.as_str(),
             "at://did:plc:mcc5yghbk7tixqryac2yxku7/app.bsky.feed.like/3mmoojp7etg2g"
         );
-        assert_eq!(like.rev, "3mmoojp7vgo2g");
-        assert_eq!(
-            like.cid.as_deref(),
-            Some("bafyreidqpc7si3dbimffi64lz3xsx2qt45ip7rpna2qpslcddp23itjjzm")
-        );
         assert_eq!(
             record_of(&events[0]),
             &Record::Like(Engagement {
@@ -636,7 +772,6 @@ mod tests {
             panic!()
         };
         assert_eq!(delete.operation, Operation::Delete);
-        assert_eq!(delete.cid, None);
         assert_eq!(delete.uri.collection(), "org.hypercerts.claim.activity");
         assert_eq!(record_of(&events[6]), &Record::Other);
         assert_eq!(
@@ -950,6 +1085,61 @@ mod tests {
         let at = bytes.iter().position(|&b| b == b'3').unwrap();
         bytes[at] = 0xff;
         assert!(matches!(parse_event(&bytes), Err(EventError::Json(_))));
+    }
+
+    /// `line`'s commit with its fields in `order`, whatever Jetstream's.
+    fn reordered(line: &str, order: &[&str]) -> String {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        let commit = &event["commit"];
+        let fields: Vec<String> = order
+            .iter()
+            .filter(|key| !commit[**key].is_null())
+            .map(|key| format!("{}:{}", json!(key), commit[*key]))
+            .collect();
+        format!(
+            r#"{{"did":{},"time_us":{},"kind":"commit","commit":{{{}}}}}"#,
+            event["did"],
+            event["time_us"],
+            fields.join(",")
+        )
+    }
+
+    #[test]
+    fn one_pass_reads_what_two_passes_read_in_any_field_order() {
+        let orders: [&[&str]; 2] = [
+            &["rev", "operation", "collection", "rkey", "record", "cid"],
+            &["record", "cid", "rkey", "collection", "operation", "rev"],
+        ];
+        for line in GOLDEN.lines() {
+            let commit = line.contains(r#""kind":"commit""#);
+            let texts = orders
+                .iter()
+                .filter(|_| commit)
+                .map(|order| reordered(line, order));
+            for text in std::iter::once(line.to_owned()).chain(texts) {
+                let careful = parse_in_two_passes(&text).unwrap();
+                assert_eq!(parse_in_one_pass(&text), Some(careful), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn what_one_pass_refuses_the_careful_parse_still_reads() {
+        // A delete's record is never decoded, so a record the rules could
+        // not read does not make it fail.
+        let delete = commit_json(ALICE, "delete", nsid::FEED_LIKE, "3k", Some(json!({})));
+        assert_eq!(parse_in_one_pass(&delete), None);
+        let event = parse_event(delete.as_bytes()).unwrap();
+        assert!(matches!(event.body, EventBody::Commit(c) if c.operation == Operation::Delete));
+        // Fields twice are refused by both.
+        let twice =
+            GOLDEN
+                .lines()
+                .next()
+                .unwrap()
+                .replacen(r#""rkey":"#, r#""rkey":"x","rkey":"#, 1);
+        assert_eq!(parse_in_one_pass(&twice), None);
+        assert!(matches!(refused(&twice), EventError::Json(_)));
     }
 
     #[test]

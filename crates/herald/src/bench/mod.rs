@@ -207,8 +207,11 @@ fn now_us() -> u64 {
 
 /// A fresh directory under the system temp dir for a scenario's database.
 fn scratch_dir(name: &str) -> Result<std::path::PathBuf, String> {
+    // Unique within the process too: tests run scenarios side by side.
+    static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!(
-        "herald-bench-{name}-{}-{}",
+        "herald-bench-{name}-{}-{}-{serial}",
         std::process::id(),
         herald_core::time::now_ms()
     ));

@@ -32,6 +32,10 @@
 //!   with every commit and at least every [`CURSOR_SAVE_INTERVAL`]. A
 //!   restart asks each relay for the honestly-dated kinds from a little
 //!   before it, and treats the keys registered before it as watched.
+//! - **Arrivals waiting share a commit.** When relays send faster than
+//!   commits land, the events already in the channel (up to
+//!   [`MAX_ARRIVALS_PER_COMMIT`]) are handled and queued in the same
+//!   transaction as the one that woke the pipeline.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,6 +60,11 @@ use crate::seen::SeenSet;
 
 /// The source's name in the store (cursor, seen-set and mute lists).
 pub const SOURCE_NAME: &str = "nostr.relays";
+
+/// Arrivals handled into one commit at most: enough to spread a commit's
+/// cost over a burst, few enough that the first push of it is not held
+/// back long.
+pub const MAX_ARRIVALS_PER_COMMIT: usize = 64;
 
 /// How often the cursor and the seen-set's changes are stored when no
 /// event pushed anything: a crash loses at most this much of either, and
@@ -189,7 +198,7 @@ impl RelayPipeline {
                 arrival = arrivals.recv() => match arrival {
                     Some(arrival) => {
                         unsaved = true;
-                        self.policy.handle(&arrival, now_secs(), std::time::Instant::now())
+                        self.handle_waiting(arrival, &mut arrivals)
                     }
                     None => break,
                 },
@@ -206,6 +215,28 @@ impl RelayPipeline {
         }
         // Even with nothing new: the cursor says herald watched until now.
         self.commit(&[], &mut stop).await;
+    }
+
+    /// The pushes of `first` and of the arrivals already waiting behind
+    /// it, up to [`MAX_ARRIVALS_PER_COMMIT`] in all.
+    fn handle_waiting(
+        &mut self,
+        first: Arrival,
+        arrivals: &mut mpsc::Receiver<Arrival>,
+    ) -> Vec<Notification> {
+        let mut pushes = self.handle(&first);
+        for _ in 1..MAX_ARRIVALS_PER_COMMIT {
+            let Ok(arrival) = arrivals.try_recv() else {
+                break;
+            };
+            pushes.extend(self.handle(&arrival));
+        }
+        pushes
+    }
+
+    fn handle(&mut self, arrival: &Arrival) -> Vec<Notification> {
+        self.policy
+            .handle(arrival, now_secs(), std::time::Instant::now())
     }
 
     /// Queues `batch` with the cursor and the seen-set's changes, retrying

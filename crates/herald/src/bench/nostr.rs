@@ -40,6 +40,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald_core::model::{AppId, NewDevice, Platform, Transport};
+use herald_core::store::Queue;
 use herald_nostr::event::{self, kind};
 use herald_nostr::recipients::RecipientIndex;
 use herald_nostr::relay::Arrival;
@@ -419,10 +420,16 @@ async fn whole_path(runtime: &Runtime, events: Arc<[String]>) -> Result<Whole, S
     if handled != sent as u64 {
         return Err(format!("of {sent} events the pipeline handled {handled}"));
     }
+    // Each push goes to one device: the queue holds one delivery for each.
+    let pushed = count(&stats.notifications);
+    let queued = runtime.store.depth().await.map_err(|e| e.to_string())?;
+    if queued != pushed {
+        return Err(format!("of {pushed} pushes the queue holds {queued}"));
+    }
     Ok(Whole {
         elapsed,
         cpu,
-        notifications: count(&stats.notifications),
+        notifications: pushed,
         rate_limited: count(&stats.rate_limited),
     })
 }
@@ -467,4 +474,29 @@ fn one_core_pass(
 
 fn round2(x: f64) -> Value {
     json!((x * 100.0).round() / 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_burst_is_handled_whole_and_every_push_queued() {
+        let report = run(Args {
+            events: 400,
+            accounts: 50,
+            recipient_share: 1.0,
+            seed: 1,
+            json: false,
+        })
+        .await
+        .unwrap();
+        // `run` checked that all 400 were handled and each push queued;
+        // every event tags a registered key, so each is pushed or limited.
+        let fact = |name| {
+            let (_, value) = report.facts.iter().find(|(n, _)| *n == name).unwrap();
+            value.as_u64().unwrap()
+        };
+        assert_eq!(fact("notifications") + fact("rate_limited"), 400);
+    }
 }

@@ -187,6 +187,38 @@ impl Backend {
         }
     }
 
+    /// Sets source `$1`'s keys to values from `$2`, a JSON array of
+    /// `[key, value]` pairs whose keys differ.
+    pub fn set_state_sql(self) -> &'static str {
+        match self {
+            // `WHERE true`: without it SQLite reads ON CONFLICT as a join's.
+            Backend::Sqlite => {
+                "INSERT INTO source_state (source, key, value) \
+                 SELECT $1, s.value ->> 0, s.value ->> 1 FROM json_each($2) AS s WHERE true \
+                 ON CONFLICT (source, key) DO UPDATE SET value = excluded.value"
+            }
+            Backend::Postgres => {
+                "INSERT INTO source_state (source, key, value) \
+                 SELECT $1, s ->> 0, s ->> 1 FROM json_array_elements($2::json) AS s \
+                 ON CONFLICT (source, key) DO UPDATE SET value = excluded.value"
+            }
+        }
+    }
+
+    /// Forgets source `$1`'s keys that `$2` lists as a JSON array.
+    pub fn forget_state_sql(self) -> &'static str {
+        match self {
+            Backend::Sqlite => {
+                "DELETE FROM source_state WHERE source = $1 \
+                 AND key IN (SELECT value FROM json_each($2))"
+            }
+            Backend::Postgres => {
+                "DELETE FROM source_state WHERE source = $1 \
+                 AND key IN (SELECT json_array_elements_text($2::json))"
+            }
+        }
+    }
+
     /// Removes the deliveries whose ids `$1` lists as a JSON array.
     pub fn remove_deliveries_sql(self) -> &'static str {
         match self {

@@ -2,6 +2,8 @@
 //! transaction it owns. Each takes an owned input so a failed group can run
 //! it again alone.
 
+use std::collections::HashMap;
+
 use herald_core::model::{AppId, Delivery, Device, NewDelivery, NewDevice, Transport};
 use herald_core::store::{EnqueueReport, Settlement, StateChange, StoreError};
 use herald_core::time::{UnixMillis, now_ms};
@@ -129,21 +131,7 @@ pub fn enqueue_and_advance<'c>(
 ) -> WorkFuture<'c, EnqueueReport> {
     Box::pin(async move {
         let report = insert_deliveries(conn, a.backend, &a.deliveries).await?;
-        for change in &a.state {
-            let query = match &change.value {
-                Some(value) => sqlx::query(
-                    "INSERT INTO source_state (source, key, value) VALUES ($1, $2, $3) \
-                     ON CONFLICT (source, key) DO UPDATE SET value = excluded.value",
-                )
-                .bind(a.source.as_str())
-                .bind(change.key.as_str())
-                .bind(value.as_str()),
-                None => sqlx::query("DELETE FROM source_state WHERE source = $1 AND key = $2")
-                    .bind(a.source.as_str())
-                    .bind(change.key.as_str()),
-            };
-            query.execute(&mut *conn).await.map_err(map_err)?;
-        }
+        write_state(conn, a.backend, &a.source, &a.state).await?;
         sqlx::query(
             "INSERT INTO cursors (source, cursor, updated_at) VALUES ($1, $2, $3) \
              ON CONFLICT (source) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
@@ -156,6 +144,44 @@ pub fn enqueue_and_advance<'c>(
         .map_err(map_err)?;
         Ok(report)
     })
+}
+
+/// Applies `changes` to `source`'s state, the last change of a key
+/// winning, in at most two statements however many there are: a busy
+/// source changes a key (a seen event id) for every event it handles.
+async fn write_state(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    source: &str,
+    changes: &[StateChange],
+) -> Result<(), StoreError> {
+    let last: HashMap<&str, Option<&str>> = changes
+        .iter()
+        .map(|c| (c.key.as_str(), c.value.as_deref()))
+        .collect();
+    let (set, forgotten): (Vec<_>, Vec<_>) = last.into_iter().partition(|(_, v)| v.is_some());
+    if !set.is_empty() {
+        let pairs: Vec<[&str; 2]> = set
+            .into_iter()
+            .map(|(key, value)| [key, value.unwrap_or_default()])
+            .collect();
+        sqlx::query(backend.set_state_sql())
+            .bind(source)
+            .bind(to_json(&pairs)?)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_err)?;
+    }
+    if !forgotten.is_empty() {
+        let keys: Vec<&str> = forgotten.into_iter().map(|(key, _)| key).collect();
+        sqlx::query(backend.forget_state_sql())
+            .bind(source)
+            .bind(to_json(&keys)?)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_err)?;
+    }
+    Ok(())
 }
 
 /// Claims the dedupe keys of `deliveries`, then queues those that won their

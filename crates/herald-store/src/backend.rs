@@ -187,6 +187,32 @@ impl Backend {
         }
     }
 
+    /// Claims the dedupe keys `$1` lists as a JSON array of `[device id,
+    /// key, expires at]` (each pair once) for deliveries created at `$2`:
+    /// free ones, and those whose claim expired by then. Returns the pairs
+    /// claimed; a device that no longer exists claims nothing.
+    pub fn claim_dedupe_sql(self) -> &'static str {
+        match self {
+            Backend::Sqlite => {
+                "INSERT INTO dedupe (device_id, dedupe_key, expires_at) \
+                 SELECT c.value ->> 0, c.value ->> 1, c.value ->> 2 FROM json_each($1) AS c \
+                 WHERE EXISTS (SELECT 1 FROM devices WHERE id = c.value ->> 0) \
+                 ON CONFLICT (device_id, dedupe_key) DO UPDATE SET expires_at = excluded.expires_at \
+                 WHERE dedupe.expires_at <= $2 \
+                 RETURNING device_id, dedupe_key"
+            }
+            Backend::Postgres => {
+                "INSERT INTO dedupe (device_id, dedupe_key, expires_at) \
+                 SELECT (c ->> 0)::bigint, c ->> 1, (c ->> 2)::bigint \
+                 FROM json_array_elements($1::json) AS c \
+                 WHERE EXISTS (SELECT 1 FROM devices WHERE id = (c ->> 0)::bigint) \
+                 ON CONFLICT (device_id, dedupe_key) DO UPDATE SET expires_at = excluded.expires_at \
+                 WHERE dedupe.expires_at <= $2 \
+                 RETURNING device_id, dedupe_key"
+            }
+        }
+    }
+
     /// Sets source `$1`'s keys to values from `$2`, a JSON array of
     /// `[key, value]` pairs whose keys differ.
     pub fn set_state_sql(self) -> &'static str {

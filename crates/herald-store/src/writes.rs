@@ -2,7 +2,7 @@
 //! transaction it owns. Each takes an owned input so a failed group can run
 //! it again alone.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use herald_core::model::{AppId, Delivery, Device, NewDelivery, NewDevice, Transport};
 use herald_core::store::{EnqueueReport, Settlement, StateChange, StoreError};
@@ -191,34 +191,23 @@ async fn insert_deliveries(
     backend: Backend,
     deliveries: &[NewDelivery],
 ) -> Result<EnqueueReport, StoreError> {
-    let mut report = EnqueueReport::default();
-    let mut kept = Vec::with_capacity(deliveries.len());
-    for d in deliveries {
-        if let Some(key) = &d.dedupe_key {
-            // Claims the key unless an unexpired claim exists. A device
-            // removed meanwhile makes the EXISTS false and nothing is
-            // written, rather than failing the whole batch on the FK.
-            let claimed = sqlx::query(
-                "INSERT INTO dedupe (device_id, dedupe_key, expires_at) \
-                 SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM devices WHERE id = $1) \
-                 ON CONFLICT (device_id, dedupe_key) DO UPDATE SET expires_at = excluded.expires_at \
-                 WHERE dedupe.expires_at <= $4",
-            )
-            .bind(d.device.id)
-            .bind(key.as_str())
-            .bind(d.created_at.saturating_add(d.dedupe_window_ms))
-            .bind(d.created_at)
-            .execute(&mut *conn)
-            .await
-            .map_err(map_err)?
-            .rows_affected();
-            if claimed == 0 {
-                report.deduplicated += 1;
-                continue;
+    let won = claim_dedupe_keys(conn, backend, deliveries).await?;
+    // A key twice in one batch reaches its device once.
+    let mut taken = HashSet::new();
+    let kept: Vec<&NewDelivery> = deliveries
+        .iter()
+        .filter(|d| match &d.dedupe_key {
+            None => true,
+            Some(key) => {
+                let claim = (d.device.id, key.as_str());
+                won.contains(&claim) && taken.insert(claim)
             }
-        }
-        kept.push(d);
-    }
+        })
+        .collect();
+    let mut report = EnqueueReport {
+        deduplicated: (deliveries.len() - kept.len()) as u64,
+        ..EnqueueReport::default()
+    };
     if kept.is_empty() {
         return Ok(report);
     }
@@ -247,6 +236,54 @@ async fn insert_deliveries(
         .map_err(map_err)?
         .rows_affected();
     Ok(report)
+}
+
+/// Claims the dedupe keys of `deliveries`, one statement for each creation
+/// time (one, for what a fan-out queues at once), and returns the (device,
+/// key) pairs won: claims that were free or had expired. A device removed
+/// meanwhile wins nothing, rather than failing the batch on the FK.
+async fn claim_dedupe_keys<'d>(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    deliveries: &'d [NewDelivery],
+) -> Result<HashSet<(i64, &'d str)>, StoreError> {
+    let keyed: Vec<(&NewDelivery, &str)> = deliveries
+        .iter()
+        .filter_map(|d| Some((d, d.dedupe_key.as_deref()?)))
+        .collect();
+    let mut won = HashSet::new();
+    for group in keyed.chunk_by(|(a, _), (b, _)| a.created_at == b.created_at) {
+        let created_at = group[0].0.created_at;
+        let mut asked = HashSet::new();
+        let claims: Vec<_> = group
+            .iter()
+            .filter(|(d, key)| asked.insert((d.device.id, *key)))
+            .map(|(d, key)| {
+                serde_json::json!([
+                    d.device.id,
+                    key,
+                    d.created_at.saturating_add(d.dedupe_window_ms)
+                ])
+            })
+            .collect();
+        let claimed: Vec<(i64, String)> = sqlx::query_as(backend.claim_dedupe_sql())
+            .bind(to_json(&claims)?)
+            .bind(created_at)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(map_err)?;
+        let mut keys_won: HashMap<i64, HashSet<String>> = HashMap::new();
+        for (device, key) in claimed {
+            keys_won.entry(device).or_default().insert(key);
+        }
+        won.extend(
+            group
+                .iter()
+                .map(|(d, key)| (d.device.id, *key))
+                .filter(|(device, key)| keys_won.get(device).is_some_and(|k| k.contains(*key))),
+        );
+    }
+    Ok(won)
 }
 
 /// Due deliveries of one transport to lease.

@@ -186,6 +186,7 @@ conformance!(
     removing_a_device_drops_its_queued_deliveries,
     nothing_is_queued_for_a_device_removed_meanwhile,
     a_dedupe_key_reaches_each_device_once_per_window,
+    a_batch_claims_each_key_once_whatever_it_holds,
     the_cursor_advances_with_the_deliveries_it_produced,
     source_state_is_kept_and_forgotten_with_the_cursor,
     a_commits_state_changes_apply_in_order_however_many,
@@ -679,6 +680,45 @@ async fn a_dedupe_key_reaches_each_device_once_per_window(h: &Harness) {
     // a's key now runs to 20,000, b's ran out at 10,000.
     assert_eq!(store.purge_dedupe(15_000).await.unwrap(), 1);
     assert_eq!(store.purge_dedupe(20_000).await.unwrap(), 1);
+}
+
+/// One enqueue claims all its keys at once: a key twice in the batch
+/// reaches its device once, times of creation may differ within it, and
+/// hundreds of keys are claimed as one.
+async fn a_batch_claims_each_key_once_whatever_it_holds(h: &Harness) {
+    let store = &h.store;
+    let a = device(store, "alice", "a").await;
+    let b = device(store, "alice", "b").await;
+    let keyed = |d: &Device, key: &str, at: i64| NewDelivery {
+        dedupe_key: Some(key.into()),
+        dedupe_window_ms: 10_000,
+        ..delivery(d, key, at)
+    };
+    let r = store
+        .enqueue(&[
+            keyed(&a, "k", 0),
+            keyed(&a, "k", 0),
+            keyed(&b, "k", 0),
+            keyed(&a, "k", 5),
+            keyed(&a, "j", 5),
+            delivery(&a, "unkeyed", 5),
+        ])
+        .await
+        .unwrap();
+    assert_eq!((r.queued, r.deduplicated), (4, 2));
+    let many: Vec<_> = (0..600).map(|i| keyed(&b, &format!("n{i}"), 20)).collect();
+    let r = store.enqueue(&many).await.unwrap();
+    assert_eq!((r.queued, r.deduplicated), (600, 0));
+    // Half of them again, and one older claim expired by now.
+    let mut again: Vec<_> = (0..300)
+        .map(|i| keyed(&b, &format!("n{i}"), 9_000))
+        .collect();
+    again.push(keyed(&b, "k", 10_000));
+    let r = store.enqueue(&again).await.unwrap();
+    assert_eq!((r.queued, r.deduplicated), (1, 300), "b's claim of k ran out");
+    let r = store.enqueue(&[keyed(&b, "k", 10_000)]).await.unwrap();
+    assert_eq!((r.queued, r.deduplicated), (0, 1), "and was claimed again");
+    assert_eq!(store.depth().await.unwrap(), 605);
 }
 
 async fn the_cursor_advances_with_the_deliveries_it_produced(h: &Harness) {

@@ -715,7 +715,11 @@ async fn a_batch_claims_each_key_once_whatever_it_holds(h: &Harness) {
         .collect();
     again.push(keyed(&b, "k", 10_000));
     let r = store.enqueue(&again).await.unwrap();
-    assert_eq!((r.queued, r.deduplicated), (1, 300), "b's claim of k ran out");
+    assert_eq!(
+        (r.queued, r.deduplicated),
+        (1, 300),
+        "b's claim of k ran out"
+    );
     let r = store.enqueue(&[keyed(&b, "k", 10_000)]).await.unwrap();
     assert_eq!((r.queued, r.deduplicated), (0, 1), "and was claimed again");
     assert_eq!(store.depth().await.unwrap(), 605);

@@ -160,26 +160,23 @@ async fn write_state(
         .map(|c| (c.key.as_str(), c.value.as_deref()))
         .collect();
     let (set, forgotten): (Vec<_>, Vec<_>) = last.into_iter().partition(|(_, v)| v.is_some());
-    if !set.is_empty() {
-        let pairs: Vec<[&str; 2]> = set
-            .into_iter()
-            .map(|(key, value)| [key, value.unwrap_or_default()])
-            .collect();
-        sqlx::query(backend.set_state_sql())
-            .bind(source)
-            .bind(to_json(&pairs)?)
-            .execute(&mut *conn)
-            .await
-            .map_err(map_err)?;
-    }
-    if !forgotten.is_empty() {
-        let keys: Vec<&str> = forgotten.into_iter().map(|(key, _)| key).collect();
-        sqlx::query(backend.forget_state_sql())
-            .bind(source)
-            .bind(to_json(&keys)?)
-            .execute(&mut *conn)
-            .await
-            .map_err(map_err)?;
+    let pairs: Vec<[&str; 2]> = set
+        .into_iter()
+        .map(|(key, value)| [key, value.unwrap_or_default()])
+        .collect();
+    let keys: Vec<&str> = forgotten.into_iter().map(|(key, _)| key).collect();
+    for (sql, empty, list) in [
+        (backend.set_state_sql(), pairs.is_empty(), to_json(&pairs)?),
+        (backend.forget_state_sql(), keys.is_empty(), to_json(&keys)?),
+    ] {
+        if !empty {
+            sqlx::query(sql)
+                .bind(source)
+                .bind(list)
+                .execute(&mut *conn)
+                .await
+                .map_err(map_err)?;
+        }
     }
     Ok(())
 }

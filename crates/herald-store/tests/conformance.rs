@@ -128,47 +128,6 @@ macro_rules! conformance {
     };
 }
 
-/// One commit may change a key twice (set, then forgotten; forgotten, then
-/// set again) and change thousands: the last change of each key wins.
-async fn a_commits_state_changes_apply_in_order_however_many(h: &Harness) {
-    let store = &h.store;
-    let set = |key: &str, value: Option<&str>| StateChange {
-        key: key.into(),
-        value: value.map(str::to_owned),
-    };
-    store
-        .enqueue_and_advance("nostr", "1", &[], &[set("gone", Some("x"))])
-        .await
-        .unwrap();
-    let mut changes = vec![
-        set("twice", Some("first")),
-        set("twice", Some("second")),
-        set("back", None),
-        set("back", Some("again")),
-        set("gone", Some("y")),
-        set("gone", None),
-        set("quote\"d \\ 'key' é", Some("[\"value\"]")),
-    ];
-    changes.extend((0..3000).map(|i| set(&format!("id{i:04}"), Some(&i.to_string()))));
-    store
-        .enqueue_and_advance("nostr", "2", &[], &changes)
-        .await
-        .unwrap();
-    let state = store.source_state("nostr").await.unwrap();
-    assert_eq!(state.len(), 3003);
-    let value = |key: &str| {
-        state
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    };
-    assert_eq!(value("twice"), Some("second"));
-    assert_eq!(value("back"), Some("again"));
-    assert_eq!(value("gone"), None);
-    assert_eq!(value("quote\"d \\ 'key' é"), Some("[\"value\"]"));
-    assert_eq!(value("id2999"), Some("2999"));
-}
-
 conformance!(
     migrations_are_recorded_and_idempotent,
     registering_twice_keeps_one_device,
@@ -230,6 +189,13 @@ fn message(body: &str) -> Message {
         channel: Some("reply".into()),
         mutable_content: true,
         thread_id: Some("t".into()),
+    }
+}
+
+fn set(key: &str, value: Option<&str>) -> StateChange {
+    StateChange {
+        key: key.into(),
+        value: value.map(str::to_owned),
     }
 }
 
@@ -753,10 +719,6 @@ async fn the_cursor_advances_with_the_deliveries_it_produced(h: &Harness) {
 
 async fn source_state_is_kept_and_forgotten_with_the_cursor(h: &Harness) {
     let store = &h.store;
-    let set = |key: &str, value: Option<&str>| StateChange {
-        key: key.into(),
-        value: value.map(str::to_owned),
-    };
     store
         .enqueue_and_advance(
             "jetstream",
@@ -788,6 +750,43 @@ async fn source_state_is_kept_and_forgotten_with_the_cursor(h: &Harness) {
         store.cursor("jetstream").await.unwrap().as_deref(),
         Some("2")
     );
+}
+
+/// One commit may change a key twice (set, then forgotten; forgotten, then
+/// set again) and change thousands: the last change of each key wins.
+async fn a_commits_state_changes_apply_in_order_however_many(h: &Harness) {
+    let store = &h.store;
+    store
+        .enqueue_and_advance("nostr", "1", &[], &[set("gone", Some("x"))])
+        .await
+        .unwrap();
+    let mut changes = vec![
+        set("twice", Some("first")),
+        set("twice", Some("second")),
+        set("back", None),
+        set("back", Some("again")),
+        set("gone", Some("y")),
+        set("gone", None),
+        set("quote\"d \\ 'key' é", Some("[\"value\"]")),
+    ];
+    changes.extend((0..3000).map(|i| set(&format!("id{i:04}"), Some(&i.to_string()))));
+    store
+        .enqueue_and_advance("nostr", "2", &[], &changes)
+        .await
+        .unwrap();
+    let state = store.source_state("nostr").await.unwrap();
+    assert_eq!(state.len(), 3003);
+    let value = |key: &str| {
+        state
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(value("twice"), Some("second"));
+    assert_eq!(value("back"), Some("again"));
+    assert_eq!(value("gone"), None);
+    assert_eq!(value("quote\"d \\ 'key' é"), Some("[\"value\"]"));
+    assert_eq!(value("id2999"), Some("2999"));
 }
 
 async fn concurrent_claims_never_hand_out_a_delivery_twice(h: &Harness) {

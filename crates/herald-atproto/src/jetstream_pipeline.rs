@@ -9,7 +9,10 @@
 //!   neither loses them nor queues them twice (beyond the source's small
 //!   rewind, which the dedupe keys absorb). Events that notify nobody, the
 //!   vast majority, only move the cursor, and it is stored at most every
-//!   [`CURSOR_SAVE_INTERVAL`], not once per event.
+//!   [`CURSOR_SAVE_INTERVAL`], not once per event. When an event notifies
+//!   someone, the events already waiting behind it (up to
+//!   [`MAX_EVENTS_PER_COMMIT`]) are handled into the same commit, state
+//!   learned meanwhile applied between them as it would be one by one.
 //! - **Nothing dropped on a store error.** The same write is retried with
 //!   backoff until it succeeds or herald stops (`FanOut::commit_until_stored`);
 //!   meanwhile the source's bounded channel fills and the source stops
@@ -58,6 +61,9 @@ pub const FIREHOSE_SOURCE_NAME: &str = "atproto.firehose";
 /// most this much more than the source's rewind, and the store sees one
 /// write a second instead of thousands.
 pub const CURSOR_SAVE_INTERVAL: Duration = Duration::from_secs(1);
+/// Events handled into one commit at most: a surge's notifying events
+/// share commits instead of each waiting for its own.
+pub const MAX_EVENTS_PER_COMMIT: usize = 64;
 /// Events older than this push nothing (the default).
 pub const DEFAULT_MAX_EVENT_AGE: Duration = Duration::from_secs(10 * 60);
 
@@ -210,7 +216,12 @@ impl JetstreamPipeline {
                 }
                 Step::Event(raw) => {
                     cursor = Some(raw.cursor);
-                    self.handle(&raw).await
+                    let mut batch = self.handle(&raw).await;
+                    if !batch.is_empty() {
+                        self.handle_waiting(&mut events, &mut cursor, &mut batch, &stop)
+                            .await;
+                    }
+                    batch
                 }
             };
             unsaved |= cursor.is_some() || !self.to_keep.is_empty();
@@ -232,6 +243,31 @@ impl JetstreamPipeline {
             && unsaved
         {
             self.commit(at, &[], &mut stop).await;
+        }
+    }
+
+    /// Adds to `batch` the notifications of the events already waiting,
+    /// up to [`MAX_EVENTS_PER_COMMIT`] in all, applying before each the
+    /// state updates already waiting (learned state first, as in `run`).
+    async fn handle_waiting(
+        &mut self,
+        events: &mut mpsc::Receiver<RawEvent>,
+        cursor: &mut Option<u64>,
+        batch: &mut Vec<Notification>,
+        stop: &watch::Receiver<bool>,
+    ) {
+        for _ in 1..MAX_EVENTS_PER_COMMIT {
+            while let Some(update) = self.updates.as_mut().and_then(|u| u.try_recv().ok()) {
+                self.learn(update);
+            }
+            if *stop.borrow() {
+                return;
+            }
+            let Ok(raw) = events.try_recv() else {
+                return;
+            };
+            *cursor = Some(raw.cursor);
+            batch.extend(self.handle(&raw).await);
         }
     }
 

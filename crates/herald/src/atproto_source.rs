@@ -301,3 +301,119 @@ pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     let _ = reader.await;
     let _ = backfill.await;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use herald_atproto::actor_names::ActorNameSource;
+    use herald_atproto::block_backfill::StateUpdate;
+    use herald_atproto::did::Did;
+    use herald_atproto::jetstream_event::{JetstreamEvent, nsid};
+    use herald_atproto::jetstream_pipeline::JetstreamPipeline;
+    use herald_atproto::render::ActorName;
+    use herald_atproto::test_support::{
+        ALICE, BOB, CAROL, DAVE, commit_json, create, post_uri, strong_ref,
+    };
+    use herald_core::model::{Account, AppId, NewDevice, Platform, Transport};
+    use herald_core::store::Queue;
+
+    use super::*;
+    use crate::config::{AppConfig, Config, UnifiedPushConfig};
+    use crate::runtime::Runtime;
+
+    /// Hands the pipeline a state update the first time a name is looked
+    /// up: while it handles the first event, with the others waiting.
+    struct UpdateOnFirstLookup(Mutex<Option<(mpsc::Sender<StateUpdate>, StateUpdate)>>);
+
+    #[async_trait]
+    impl ActorNameSource for UpdateOnFirstLookup {
+        async fn name(&self, _actor: &Did) -> ActorName {
+            let pending = self.0.lock().unwrap().take();
+            if let Some((updates, update)) = pending {
+                updates.try_send(update).unwrap();
+            }
+            ActorName::default()
+        }
+
+        fn observe(&self, _event: &JetstreamEvent) {}
+    }
+
+    /// A like by `actor` of Bob's post, seen by Jetstream just now.
+    fn like_of_bobs_post(actor: &str, rkey: &str) -> RawEvent {
+        let record = json!({"subject": strong_ref(&post_uri(BOB, "3post")), "createdAt": "2026-05-25T14:23:28.778Z"});
+        let mut event: Value = serde_json::from_str(&commit_json(
+            actor,
+            "create",
+            nsid::FEED_LIKE,
+            rkey,
+            Some(record),
+        ))
+        .unwrap();
+        event["time_us"] = json!(herald_core::time::now_ms() as u64 * 1000);
+        RawEvent::from_v1(event.to_string().into_bytes()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn state_learned_while_an_event_is_handled_applies_to_the_events_waiting_behind_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            database_url: format!("sqlite://{}/herald.db", dir.path().display()),
+            ..Config::default()
+        };
+        let app = AppConfig {
+            unifiedpush: Some(UnifiedPushConfig::default()),
+            ..AppConfig::default()
+        };
+        config.apps.insert("app".into(), app);
+        let runtime = Runtime::start(config).await.unwrap();
+        runtime
+            .store_device(&NewDevice {
+                account: Account::parse(&format!("atproto:{BOB}")).unwrap(),
+                app_id: AppId::parse("app").unwrap(),
+                platform: Platform::Android,
+                transport: Transport::UnifiedPush,
+                token: "https://push.example.net/up/bob".into(),
+                options: Default::default(),
+            })
+            .await
+            .unwrap();
+        runtime.recipients.insert(Did::parse(BOB).unwrap());
+
+        // Bob blocks Alice, learned (as from his PDS) while Carol's like,
+        // the first event, is being handled.
+        let block = create(
+            BOB,
+            nsid::GRAPH_BLOCK,
+            "3block",
+            json!({"subject": ALICE, "createdAt": "2026-05-25T14:23:28.778Z"}),
+        );
+        let (updates_tx, updates_rx) = mpsc::channel(4);
+        let names = UpdateOnFirstLookup(Mutex::new(Some((updates_tx, StateUpdate::Event(block)))));
+        let pipeline = JetstreamPipeline::new(
+            Arc::clone(&runtime.recipients),
+            runtime.fan_out.clone(),
+            Duration::from_secs(600),
+        )
+        .with_names(Arc::new(names))
+        .with_state_updates(updates_rx);
+        let stats = pipeline.stats();
+        let (events_tx, events_rx) = mpsc::channel(8);
+        for (actor, rkey) in [(CAROL, "3c"), (ALICE, "3a"), (DAVE, "3d")] {
+            events_tx
+                .send(like_of_bobs_post(actor, rkey))
+                .await
+                .unwrap();
+        }
+        drop(events_tx);
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        pipeline.run(events_rx, stop_rx).await;
+
+        assert_eq!(stats.events.load(Ordering::Relaxed), 3);
+        // Carol's and Dave's likes; Alice's is hidden by the block.
+        assert_eq!(stats.notifications.load(Ordering::Relaxed), 2);
+        assert_eq!(runtime.store.depth().await.unwrap(), 2);
+        runtime.store.close().await;
+    }
+}

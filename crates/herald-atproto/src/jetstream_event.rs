@@ -311,6 +311,7 @@ fn json_error(e: serde_json::Error) -> EventError {
 /// The envelope's strings borrow from the event's JSON (`Cow`: owned only
 /// when the text has escapes), so reading them allocates nothing: the stream
 /// is the whole network's, and most of it notifies nobody.
+///
 /// `C` is how the commit is read: [`RawCommit`] or [`OnePassCommit`].
 #[derive(Deserialize)]
 struct RawEvent<'a, C> {

@@ -23,7 +23,7 @@ use herald_standins::webpush::WebPushService;
 use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, watch};
 
-use super::{Report, now_us, scratch_dir};
+use super::{Report, now_us, scratch_dir, serve_on_loopback};
 use crate::config::{AppConfig, Config};
 use crate::runtime::Runtime;
 
@@ -131,11 +131,7 @@ async fn start(via: Via, dir: &Path, receiver: &Arc<Receiver>) -> Result<Service
             let app = Router::new()
                 .route("/up", post(receive_unifiedpush))
                 .with_state(r);
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .map_err(|e| e.to_string())?;
-            let addr = listener.local_addr().map_err(|e| e.to_string())?;
-            tokio::spawn(async move { axum::serve(listener, app).await });
+            let addr = serve_on_loopback(app).await?;
             Service {
                 transport: Transport::UnifiedPush,
                 name: "local receiver",

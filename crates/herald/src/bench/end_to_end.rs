@@ -36,7 +36,7 @@ use serde_json::json;
 use tokio::sync::{Notify, watch};
 
 use super::synthetic_jetstream::SyntheticNetwork;
-use super::{Report, now_us, scratch_dir};
+use super::{Report, now_us, scratch_dir, serve_on_loopback};
 use crate::config::{AppConfig, Config, UnifiedPushConfig};
 use crate::runtime::Runtime;
 use crate::server::AppState;
@@ -230,11 +230,7 @@ async fn start_receiver(receiver: Arc<Receiver>) -> Result<String, String> {
     let app = Router::new()
         .route("/up", post(receive))
         .with_state(receiver);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let address = listener.local_addr().map_err(|e| e.to_string())?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let address = serve_on_loopback(app).await?;
     Ok(format!("http://{address}/up"))
 }
 

@@ -205,6 +205,17 @@ fn now_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
+/// Serves `app` on a free loopback port, in the background: the local
+/// push receivers the scenarios deliver to.
+async fn serve_on_loopback(app: axum::Router) -> Result<std::net::SocketAddr, String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(address)
+}
+
 /// A fresh directory under the system temp dir for a scenario's database.
 fn scratch_dir(name: &str) -> Result<std::path::PathBuf, String> {
     // Unique within the process too: tests run scenarios side by side.
